@@ -1,0 +1,160 @@
+//! HTTP: `/metrics` (Prometheus text), `/healthz`, `/readyz` (ready once
+//! subscribed), and the customer API: `GET`/`DELETE /v1/customers/{id}`
+//! (any linked id; `?type=phone` to name the id type). Customer requests go
+//! through the router so they see every event routed before them.
+
+use crate::engine::CustomerView;
+use crate::ingest::nats::Control;
+use crate::metrics::latency::LatencyHub;
+use crate::metrics::Metrics;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub latency: Arc<LatencyHub>,
+    pub ready: Arc<AtomicBool>,
+    pub control: mpsc::Sender<Control>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/v1/customers/{id}",
+            get(get_customer).delete(delete_customer),
+        )
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not subscribed to NATS yet\n",
+        )
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct IdQuery {
+    #[serde(rename = "type")]
+    id_type: Option<String>,
+}
+
+/// Errors of the customer API, as JSON bodies with a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no customer has the id `{0}`")]
+    NotFound(String),
+    #[error("journeyd is shutting down")]
+    Unavailable,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+/// Looks a customer up through the router.
+pub async fn lookup(
+    control: &mpsc::Sender<Control>,
+    id_type: Option<String>,
+    id: String,
+) -> Result<CustomerView, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    control
+        .send(Control::Query {
+            id_type,
+            id: id.clone(),
+            reply: tx,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let pending = rx
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .ok_or_else(|| ApiError::NotFound(id.clone()))?;
+    pending
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .ok_or(ApiError::NotFound(id))
+}
+
+/// Forgets a customer through the router; returns what was removed.
+pub async fn forget(
+    control: &mpsc::Sender<Control>,
+    id_type: Option<String>,
+    id: String,
+) -> Result<CustomerView, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    control
+        .send(Control::Forget {
+            id_type,
+            id: id.clone(),
+            reply: tx,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let pending = rx
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .ok_or_else(|| ApiError::NotFound(id.clone()))?;
+    let (view, ids) = pending
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .ok_or(ApiError::NotFound(id))?;
+    // Best effort: stale index entries of a forgotten customer are also skipped lazily.
+    let _ = control.try_send(Control::Purge(ids));
+    Ok(view)
+}
+
+async fn get_customer(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<IdQuery>,
+) -> Result<Json<CustomerView>, ApiError> {
+    lookup(&s.control, q.id_type, id).await.map(Json)
+}
+
+async fn delete_customer(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<IdQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = forget(&s.control, q.id_type, id).await?;
+    Ok(Json(serde_json::json!({ "forgotten": view })))
+}

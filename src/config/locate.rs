@@ -1,0 +1,110 @@
+//! Finding the line of a key path (`model[0].transitions[2].to`) in the
+//! original TOML text, so semantic errors point where the user must edit.
+
+use super::Diagnostic;
+use toml_edit::{Document, Item};
+
+/// Fills in `line` for every diagnostic whose key path exists in `text`.
+pub fn add_lines(text: &str, findings: &mut [Diagnostic]) {
+    let Ok(doc) = Document::parse(text.to_owned()) else {
+        return;
+    };
+    for d in findings.iter_mut().filter(|d| d.line.is_none()) {
+        d.line = span_of(doc.as_item(), &d.key).map(|start| line_of(text, start));
+    }
+}
+
+/// 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted key whose value starts at or encloses `offset`, best effort, for syntax errors.
+pub fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split('=').next()?.trim();
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        l.trim().strip_prefix('[').map(|t| {
+            t.trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string()
+        })
+    });
+    if key.is_empty() || key.starts_with('[') {
+        return table;
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// Start offset of the deepest item on `path` that exists.
+fn span_of(root: &Item, path: &str) -> Option<usize> {
+    let mut item = root;
+    let mut best = None;
+    for seg in segments(path) {
+        let next = match seg {
+            Seg::Key(k) => item.get(k),
+            Seg::Index(i) => item.get(i),
+        };
+        match next {
+            Some(n) => {
+                item = n;
+                if let Some(span) = n.span() {
+                    best = Some(span.start);
+                }
+            }
+            None => break,
+        }
+    }
+    best
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn segments(path: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        if !name.is_empty() {
+            out.push(Seg::Key(name));
+        }
+        for idx in rest.split('[') {
+            if let Ok(i) = idx.trim_end_matches(']').parse() {
+                out.push(Seg::Index(i));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Severity;
+
+    #[test]
+    fn finds_lines_inside_arrays_of_tables_and_inline_arrays() {
+        let text = "[[model]]\nname = \"a\"\n\n[[model]]\nname = \"b\"\ntransitions = [\n  { from = [\"x\"], to = \"y\" },\n  { from = [\"y\"], to = \"z\" },\n]\n";
+        let mut d = vec![Diagnostic {
+            severity: Severity::Error,
+            key: "model[1].transitions[1].to".into(),
+            line: None,
+            message: String::new(),
+        }];
+        add_lines(text, &mut d);
+        assert_eq!(d[0].line, Some(8));
+    }
+}

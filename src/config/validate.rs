@@ -1,0 +1,493 @@
+//! Semantic checks of a parsed config: every name a rule uses must exist,
+//! names are unique, orders are permutations, limits are sane. Produces all
+//! findings at once; unreachable stages are warnings, the rest errors.
+
+use super::schema::*;
+use super::{Diagnostic, Severity};
+use std::collections::{BTreeSet, HashSet};
+
+/// Attribution models journeyd knows.
+pub const ATTRIBUTION_MODELS: &[&str] = &[
+    "first_touch",
+    "last_touch",
+    "linear",
+    "time_decay",
+    "position_based",
+];
+
+/// Most stages a model may have (stage sets are 64-bit masks).
+pub const MAX_STAGES: usize = 64;
+
+struct Findings(Vec<Diagnostic>);
+
+impl Findings {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            severity: Severity::Error,
+            key: key.into(),
+            line: None,
+            message: message.into(),
+        });
+    }
+    fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            severity: Severity::Warning,
+            key: key.into(),
+            line: None,
+            message: message.into(),
+        });
+    }
+}
+
+pub fn check(c: &Config) -> Vec<Diagnostic> {
+    let mut f = Findings(Vec::new());
+    check_nats(c, &mut f);
+    check_time(c, &mut f);
+    check_identity(c, &mut f);
+    if c.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        f.error(
+            "http.listen",
+            format!("`{}` is not an address like 127.0.0.1:9464", c.http.listen),
+        );
+    }
+    if c.limits.max_event_bytes == 0 {
+        f.error("limits.max_event_bytes", "must be positive");
+    }
+    if c.engine.shards > 256 {
+        f.error("engine.shards", "at most 256 shards");
+    }
+    if c.engine.batch_size == Some(0) || c.engine.queue_batches == Some(0) {
+        f.error("engine", "batch_size and queue_batches must be positive");
+    }
+    let mut names = HashSet::new();
+    for (i, m) in c.models.iter().enumerate() {
+        if !names.insert(m.name.as_str()) {
+            f.error(
+                format!("model[{i}].name"),
+                format!("duplicate model name `{}`", m.name),
+            );
+        }
+        check_model(c, i, m, &mut f);
+    }
+    let mut names = HashSet::new();
+    for (i, fun) in c.funnels.iter().enumerate() {
+        if !names.insert(fun.name.as_str()) {
+            f.error(
+                format!("funnel[{i}].name"),
+                format!("duplicate funnel name `{}`", fun.name),
+            );
+        }
+        check_funnel(c, i, fun, &mut f);
+    }
+    check_attribution(&c.attribution, &mut f);
+    if let Some(s) = &c.segments {
+        if s.window.millis() <= 0 {
+            f.error("segments.window", "must be positive");
+        }
+        if s.purchase_high == 0 || s.engagement_high == 0 {
+            f.error(
+                "segments",
+                "purchase_high and engagement_high must be at least 1",
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, t) in c.triggers.iter().enumerate() {
+        if !names.insert(t.name.as_str()) {
+            f.error(
+                format!("trigger[{i}].name"),
+                format!("duplicate trigger name `{}`", t.name),
+            );
+        }
+        check_trigger(c, i, t, &mut f);
+    }
+    f.0
+}
+
+fn check_name(key: String, name: &str, f: &mut Findings) {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+    if !ok {
+        f.error(key, format!("`{name}` must be non-empty letters, digits, `_` or `-` (it becomes part of a NATS subject and a metric label)"));
+    }
+}
+
+fn check_nats(c: &Config, f: &mut Findings) {
+    if c.nats.subjects.is_empty() {
+        f.error("nats.subjects", "at least one subject is needed");
+    }
+    if c.nats.subscription_capacity == 0 {
+        f.error("nats.subscription_capacity", "must be positive");
+    }
+    let auth = [
+        c.nats.token.is_some(),
+        c.nats.user.is_some(),
+        c.nats.credentials.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if auth > 1 {
+        f.error(
+            "nats",
+            "give only one of user/password, token or credentials",
+        );
+    }
+    if c.nats.user.is_some() != c.nats.password.is_some() {
+        f.error("nats.user", "user and password go together");
+    }
+}
+
+fn check_time(c: &Config, f: &mut Findings) {
+    if c.time.idle_timeout.millis() <= 0 {
+        f.error("time.idle_timeout", "must be positive");
+    }
+    if c.time.max_future_skew.millis() < 0 || c.time.allowed_lateness.millis() < 0 {
+        f.error("time", "durations must not be negative");
+    }
+}
+
+fn check_identity(c: &Config, f: &mut Findings) {
+    let id = &c.identity;
+    if id.priority.is_empty() {
+        f.error("identity.priority", "name at least one id type");
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in id.priority.iter().enumerate() {
+        if !seen.insert(t) {
+            f.error(
+                format!("identity.priority[{i}]"),
+                format!("`{t}` is listed twice"),
+            );
+        }
+    }
+    for (t, n) in &id.max_ids_per_type {
+        if *n == 0 {
+            f.error(
+                format!("identity.max_ids_per_type.{t}"),
+                "must be at least 1",
+            );
+        }
+    }
+    if id.max_group_size < 1 {
+        f.error("identity.max_group_size", "must be at least 1");
+    }
+}
+
+/// Checks channel names against `[channels]` when channels are closed.
+fn check_channels(c: &Config, key: &str, names: &[&str], f: &mut Findings) {
+    if c.channels.is_empty() {
+        return;
+    }
+    for n in names {
+        if *n != "*" && !c.channels.contains_key(*n) {
+            f.error(key, format!("unknown channel `{n}` (not in [channels])"));
+        }
+    }
+}
+
+fn check_match(c: &Config, key: &str, m: &MatchConfig, allow_count: bool, f: &mut Findings) {
+    let kinds = m.kind.names();
+    if kinds.is_empty() || kinds.iter().any(|k| k.is_empty()) {
+        f.error(
+            format!("{key}.kind"),
+            "name a kind, a list of kinds, or \"*\"",
+        );
+    }
+    if let Some(ch) = &m.channel {
+        check_channels(c, &format!("{key}.channel"), &ch.names(), f);
+    }
+    if let Some(v) = m.min_value {
+        if !v.is_finite() {
+            f.error(format!("{key}.min_value"), "must be a finite number");
+        }
+    }
+    match (m.count, m.within) {
+        (Some(0), _) => f.error(format!("{key}.count"), "must be at least 1"),
+        (Some(_), None) | (None, Some(_)) if allow_count => {
+            f.error(format!("{key}"), "`count` and `within` go together")
+        }
+        (Some(_), Some(w)) if w.millis() <= 0 => {
+            f.error(format!("{key}.within"), "must be positive")
+        }
+        (Some(_), _) | (None, Some(_)) if !allow_count => {
+            f.error(format!("{key}"), "`count`/`within` are not allowed here")
+        }
+        _ => {}
+    }
+}
+
+fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
+    let base = format!("model[{i}]");
+    check_name(format!("{base}.name"), &m.name, f);
+    if m.stages.is_empty() {
+        f.error(format!("{base}.stages"), "a model needs at least one stage");
+    }
+    if m.stages.len() > MAX_STAGES {
+        f.error(
+            format!("{base}.stages"),
+            format!("at most {MAX_STAGES} stages"),
+        );
+    }
+    let mut stages = HashSet::new();
+    for (j, s) in m.stages.iter().enumerate() {
+        check_name(format!("{base}.stages[{j}]"), s, f);
+        if !stages.insert(s.as_str()) {
+            f.error(
+                format!("{base}.stages[{j}]"),
+                format!("duplicate stage `{s}`"),
+            );
+        }
+    }
+    if !stages.contains(m.initial.as_str()) {
+        f.error(
+            format!("{base}.initial"),
+            format!("unknown stage `{}`", m.initial),
+        );
+    }
+    if let Some(order) = &m.merge_order {
+        let set: BTreeSet<&str> = order.iter().map(String::as_str).collect();
+        if set.len() != order.len() || set != stages.iter().copied().collect::<BTreeSet<_>>() {
+            f.error(
+                format!("{base}.merge_order"),
+                "must list every stage exactly once",
+            );
+        }
+    }
+    let mut reachable: HashSet<&str> = HashSet::from([m.initial.as_str()]);
+    for (j, t) in m.transitions.iter().enumerate() {
+        let key = format!("{base}.transitions[{j}]");
+        for s in t.from.names() {
+            if !stages.contains(s) {
+                f.error(format!("{key}.from"), format!("unknown stage `{s}`"));
+            }
+        }
+        if !stages.contains(t.to.as_str()) {
+            f.error(format!("{key}.to"), format!("unknown stage `{}`", t.to));
+        }
+        reachable.insert(t.to.as_str());
+        match (&t.on, t.after_inactivity) {
+            (Some(on), None) => check_match(c, &format!("{key}.on"), on, true, f),
+            (None, Some(d)) if d.millis() <= 0 => {
+                f.error(format!("{key}.after_inactivity"), "must be positive")
+            }
+            (None, Some(_)) => {}
+            _ => f.error(
+                key,
+                "a transition needs exactly one of `on` or `after_inactivity`",
+            ),
+        }
+    }
+    for (j, s) in m.stages.iter().enumerate() {
+        if !reachable.contains(s.as_str()) {
+            f.warn(
+                format!("{base}.stages[{j}]"),
+                format!(
+                    "stage `{s}` is unreachable: it is not `initial` and no transition leads to it"
+                ),
+            );
+        }
+    }
+}
+
+fn check_funnel(c: &Config, i: usize, fun: &FunnelConfig, f: &mut Findings) {
+    let base = format!("funnel[{i}]");
+    check_name(format!("{base}.name"), &fun.name, f);
+    if fun.steps.is_empty() {
+        f.error(format!("{base}.steps"), "a funnel needs at least one step");
+    }
+    if fun.window.millis() <= 0 {
+        f.error(format!("{base}.window"), "must be positive");
+    }
+    let mut labels = HashSet::new();
+    for (j, s) in fun.steps.iter().enumerate() {
+        let key = format!("{base}.steps[{j}]");
+        let label = match s {
+            FunnelStepConfig::Kind(k) => k.clone(),
+            FunnelStepConfig::Step(t) => {
+                if let Some(ch) = &t.channel {
+                    check_channels(c, &format!("{key}.channel"), &ch.names(), f);
+                }
+                if t.within.is_some_and(|w| w.millis() <= 0) {
+                    f.error(format!("{key}.within"), "must be positive");
+                }
+                t.name.clone().unwrap_or_else(|| t.kind.names().join("|"))
+            }
+        };
+        check_name(key.clone(), &label.replace('|', "_").replace('*', "any"), f);
+        if !labels.insert(label.clone()) {
+            f.error(
+                key,
+                format!("two steps are labelled `{label}`: give one a `name`"),
+            );
+        }
+    }
+}
+
+fn check_attribution(a: &AttributionConfig, f: &mut Findings) {
+    for (i, m) in a.models.iter().enumerate() {
+        if !ATTRIBUTION_MODELS.contains(&m.as_str()) {
+            f.error(
+                format!("attribution.models[{i}]"),
+                format!(
+                    "unknown attribution model `{m}` (known: {})",
+                    ATTRIBUTION_MODELS.join(", ")
+                ),
+            );
+        }
+    }
+    if a.lookback.millis() <= 0 || a.half_life.millis() <= 0 {
+        f.error("attribution", "lookback and half_life must be positive");
+    }
+    if a.max_touches == 0 || a.max_touches > 1024 {
+        f.error("attribution.max_touches", "must be between 1 and 1024");
+    }
+    let (p1, p2) = (a.position_first, a.position_last);
+    if !(0.0..=1.0).contains(&p1) || !(0.0..=1.0).contains(&p2) || p1 + p2 > 1.0 + 1e-9 {
+        f.error(
+            "attribution",
+            "position_first and position_last must be in [0, 1] and sum to at most 1",
+        );
+    }
+}
+
+fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
+    let base = format!("trigger[{i}]");
+    check_name(format!("{base}.name"), &t.name, f);
+    match (&t.on, t.after_inactivity) {
+        (Some(on), None) => check_match(c, &format!("{base}.on"), on, true, f),
+        (None, Some(_)) => {}
+        _ => f.error(
+            base.clone(),
+            "a trigger needs exactly one of `on` or `after_inactivity`",
+        ),
+    }
+    if let Some(u) = &t.unless {
+        check_match(c, &format!("{base}.unless"), u, false, f);
+    }
+    let names: Vec<&str> = t.channels.iter().map(String::as_str).collect();
+    check_channels(c, &format!("{base}.channels"), &names, f);
+    if let Some(cap) = &t.cap {
+        if cap.max == 0 || cap.per.millis() <= 0 {
+            f.error(format!("{base}.cap"), "max and per must be positive");
+        }
+    }
+    if let Some(q) = &t.quiet_hours {
+        for (k, v) in [("from", &q.from), ("to", &q.to)] {
+            if parse_hhmm(v).is_none() {
+                f.error(
+                    format!("{base}.quiet_hours.{k}"),
+                    format!("`{v}` is not a time like 22:00"),
+                );
+            }
+        }
+        if parse_utc_offset(&q.utc_offset).is_none() {
+            f.error(
+                format!("{base}.quiet_hours.utc_offset"),
+                format!("`{}` is not an offset like +08:00", q.utc_offset),
+            );
+        }
+    }
+}
+
+/// `"22:00"` → minutes after midnight.
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// `"+08:00"` → minutes east of UTC.
+pub fn parse_utc_offset(s: &str) -> Option<i32> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let mins = parse_hhmm(rest)? as i32;
+    Some(sign * mins)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Severity};
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => vec![],
+            Err(d) => d
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        }
+    }
+
+    const MODEL: &str = "[[model]]\nname = \"life\"\ninitial = \"a\"\nstages = [\"a\", \"b\", \"c\"]\ntransitions = [\n  { from = [\"a\"], to = \"b\", on = { kind = \"x\" } },\n  { from = [\"b\"], to = \"zz\", on = { kind = \"y\" } },\n]\n";
+
+    #[test]
+    fn unknown_stage_in_a_transition_names_key_and_line() {
+        let e = errors(MODEL);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("line 7: error: model[0].transitions[1].to: unknown stage `zz`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn unreachable_stage_is_a_warning_not_an_error() {
+        let text = MODEL.replace("\"zz\"", "\"b\"");
+        let loaded = parse(&text).unwrap();
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].message.contains("`c` is unreachable"));
+        assert_eq!(loaded.warnings[0].line, Some(4));
+    }
+
+    #[test]
+    fn duplicate_model_names_are_errors() {
+        let text = format!(
+            "{}{}",
+            MODEL.replace("\"zz\"", "\"b\""),
+            MODEL.replace("\"zz\"", "\"b\"")
+        );
+        let e = errors(&text);
+        assert!(
+            e.iter().any(|e| e.contains("duplicate model name `life`")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn transition_needs_exactly_one_trigger() {
+        let text = "[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = \"a\", to = \"b\" }]\n";
+        let e = errors(text);
+        assert!(
+            e[0].contains("exactly one of `on` or `after_inactivity`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn count_without_within_is_an_error() {
+        let text = MODEL
+            .replace("kind = \"y\"", "kind = \"y\", count = 3")
+            .replace("\"zz\"", "\"c\"");
+        let e = errors(&text);
+        assert!(e[0].contains("`count` and `within` go together"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_channel_when_channels_are_closed() {
+        let text = format!(
+            "[channels]\napp = \"tech\"\n\n{}",
+            MODEL
+                .replace("kind = \"y\"", "kind = \"y\", channel = [\"fax\"]")
+                .replace("\"zz\"", "\"c\"")
+        );
+        let e = errors(&text);
+        assert!(e[0].contains("unknown channel `fax`"), "{e:?}");
+    }
+}

@@ -1,0 +1,200 @@
+//! One customer's state, owned by exactly one shard: linked ids, the journey
+//! in every model, activity counts, consent. `CustomerView` is its JSON face
+//! for the query API.
+
+use crate::catalog::{Catalog, ChannelId, IdTypeId, IdTypes, KindId};
+use crate::model::{Journey, Plan};
+use serde::Serialize;
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Consent {
+    pub purpose: Box<str>,
+    /// `None`: every channel.
+    pub channel: Option<ChannelId>,
+    pub granted: bool,
+    pub ts: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Customer {
+    /// Linked ids in the order they were first seen.
+    pub ids: SmallVec<[(IdTypeId, Box<str>); 2]>,
+    pub journey: Journey,
+    pub first_seen: i64,
+    /// The latest event time applied (inactivity is measured from it).
+    pub last_seen: i64,
+    /// (channel, kind) → events.
+    pub activity: Vec<(ChannelId, KindId, u32)>,
+    pub consent: Vec<Consent>,
+    /// Bit `i` set while an inactivity timer of duration `i` is queued.
+    pub armed: u32,
+}
+
+impl Customer {
+    pub fn new(plan: &Plan, ts: i64) -> Customer {
+        Customer {
+            ids: SmallVec::new(),
+            journey: plan.new_journey(ts),
+            first_seen: ts,
+            last_seen: ts,
+            activity: Vec::new(),
+            consent: Vec::new(),
+            armed: 0,
+        }
+    }
+
+    /// The ONE_ID: the value of the highest-priority id type (lowest type id),
+    /// the earliest linked on a tie.
+    pub fn one_id(&self) -> &str {
+        self.ids
+            .iter()
+            .min_by_key(|(t, _)| *t)
+            .map_or("", |(_, v)| v)
+    }
+
+    pub fn count_activity(&mut self, channel: ChannelId, kind: KindId) {
+        match self
+            .activity
+            .iter_mut()
+            .find(|(c, k, _)| *c == channel && *k == kind)
+        {
+            Some(e) => e.2 = e.2.saturating_add(1),
+            None => self.activity.push((channel, kind, 1)),
+        }
+    }
+
+    /// Records a consent answer; the latest answer per purpose and channel wins.
+    pub fn set_consent(&mut self, c: Consent) {
+        match self
+            .consent
+            .iter_mut()
+            .find(|e| e.purpose == c.purpose && e.channel == c.channel)
+        {
+            Some(e) if e.ts <= c.ts => *e = c,
+            Some(_) => {}
+            None => self.consent.push(c),
+        }
+    }
+
+    /// Folds another customer's non-journey state into this one (a merge).
+    /// Consent takes the most restrictive answer per purpose and channel.
+    pub fn absorb_profile(&mut self, other: &mut Customer) {
+        for id in other.ids.drain(..) {
+            if !self.ids.contains(&id) {
+                self.ids.push(id);
+            }
+        }
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        for (c, k, n) in other.activity.drain(..) {
+            match self
+                .activity
+                .iter_mut()
+                .find(|(sc, sk, _)| *sc == c && *sk == k)
+            {
+                Some(e) => e.2 = e.2.saturating_add(n),
+                None => self.activity.push((c, k, n)),
+            }
+        }
+        for c in other.consent.drain(..) {
+            match self
+                .consent
+                .iter_mut()
+                .find(|e| e.purpose == c.purpose && e.channel == c.channel)
+            {
+                Some(e) => {
+                    e.granted &= c.granted;
+                    e.ts = e.ts.max(c.ts);
+                }
+                None => self.consent.push(c),
+            }
+        }
+    }
+
+    pub fn view(&self, plan: &Plan, types: &IdTypes) -> CustomerView {
+        let cat: &Catalog = &plan.catalog;
+        let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (t, v) in &self.ids {
+            ids.entry(types.name(*t).to_string())
+                .or_default()
+                .push(v.to_string());
+        }
+        let stages = plan
+            .models
+            .iter()
+            .zip(self.journey.stages.iter())
+            .map(|(m, (s, since))| {
+                (
+                    m.name.clone(),
+                    StageView {
+                        stage: m.stage_name(*s).to_string(),
+                        since: *since,
+                    },
+                )
+            })
+            .collect();
+        let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+        for (c, k, n) in &self.activity {
+            *by_channel
+                .entry(cat.channel_name(*c).to_string())
+                .or_default() += *n as u64;
+            *by_kind.entry(cat.kind_name(*k).to_string()).or_default() += *n as u64;
+        }
+        let consent = self
+            .consent
+            .iter()
+            .map(|c| ConsentView {
+                purpose: c.purpose.to_string(),
+                channel: c.channel.map_or("*", |ch| cat.channel_name(ch)).to_string(),
+                granted: c.granted,
+                ts: c.ts,
+            })
+            .collect();
+        CustomerView {
+            one_id: self.one_id().to_string(),
+            ids,
+            stages,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            counts: CountsView {
+                by_channel,
+                by_kind,
+            },
+            consent,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CustomerView {
+    pub one_id: String,
+    pub ids: BTreeMap<String, Vec<String>>,
+    pub stages: BTreeMap<String, StageView>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub counts: CountsView,
+    pub consent: Vec<ConsentView>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StageView {
+    pub stage: String,
+    pub since: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CountsView {
+    pub by_channel: BTreeMap<String, u64>,
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ConsentView {
+    pub purpose: String,
+    pub channel: String,
+    pub granted: bool,
+    pub ts: i64,
+}

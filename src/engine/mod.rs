@@ -1,0 +1,107 @@
+//! The engine: a router in front of N shard workers joined by bounded queues.
+//! `Engine::start` spawns the shards and hands back the router; whoever owns
+//! the input (the live NATS loop, replay, a bench) drives the router and
+//! finally calls `Engine::shutdown` to drain the shards.
+
+pub mod customer;
+pub mod ops;
+pub mod router;
+pub mod shard;
+pub mod timers;
+pub mod watermark;
+pub mod worker;
+
+pub use customer::CustomerView;
+pub use router::{Outcome, Router};
+pub use worker::{ShardReport, Sink};
+
+use crate::metrics::latency::LatencyHub;
+use crate::metrics::local::ShardMetrics;
+use crate::metrics::{Metrics, Stage};
+use crate::model::Plan;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Default events per batch: large enough to amortise a queue hand-off,
+/// small enough that one batch is a few tens of microseconds of work.
+pub const DEFAULT_BATCH: usize = 256;
+/// Default batches a shard's queue holds before the router waits.
+pub const DEFAULT_QUEUE_BATCHES: usize = 64;
+
+pub struct Engine {
+    pub plan: Arc<Plan>,
+    pub metrics: Arc<Metrics>,
+    pub latency: Arc<LatencyHub>,
+    workers: Vec<JoinHandle<ShardReport>>,
+}
+
+impl Engine {
+    /// Spawns the shard workers on the current runtime; returns the engine and its router.
+    pub fn start(
+        plan: Arc<Plan>,
+        metrics: Arc<Metrics>,
+        latency: Arc<LatencyHub>,
+        sink: Sink,
+    ) -> (Engine, Router) {
+        let cfg = &plan.config.engine;
+        let shards = match cfg.shards {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let batch = cfg.batch_size.unwrap_or(DEFAULT_BATCH);
+        let depth = cfg.queue_batches.unwrap_or(DEFAULT_QUEUE_BATCHES);
+        let mut senders = Vec::with_capacity(shards);
+        let mut workers = Vec::with_capacity(shards);
+        for index in 0..shards {
+            let (tx, rx) = tokio::sync::mpsc::channel(depth);
+            let shard = shard::Shard::new(
+                index,
+                plan.clone(),
+                ShardMetrics::new(metrics.clone(), plan.clone()),
+            );
+            let (engine_lat, e2e_lat) = (
+                latency.recorder(Stage::Engine),
+                latency.recorder(Stage::EndToEnd),
+            );
+            workers.push(tokio::spawn(worker::run(
+                shard,
+                rx,
+                sink.clone(),
+                engine_lat,
+                e2e_lat,
+            )));
+            senders.push(tx);
+        }
+        let router = Router::new(
+            plan.clone(),
+            metrics.clone(),
+            senders,
+            batch,
+            latency.recorder(Stage::Decode),
+        );
+        (
+            Engine {
+                plan,
+                metrics,
+                latency,
+                workers,
+            },
+            router,
+        )
+    }
+
+    /// Closes the shards' queues (by dropping the router) and waits for every
+    /// shard to apply and publish what it had.
+    pub async fn shutdown(self, mut router: Router) -> Vec<ShardReport> {
+        router.flush().await;
+        drop(router);
+        let mut reports = Vec::new();
+        for w in self.workers {
+            match w.await {
+                Ok(r) => reports.push(r),
+                Err(e) => tracing::error!(error = %e, "shard worker failed"),
+            }
+        }
+        reports
+    }
+}

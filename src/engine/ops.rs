@@ -1,0 +1,98 @@
+//! What the router sends a shard, in order, in batches. Per-customer order is
+//! the order of ops in one shard's queue; cross-shard merges are an `Evict`
+//! on the absorbed side's shard, queued before the `Absorb` on the survivor's.
+
+use super::customer::{Customer, CustomerView};
+use crate::catalog::{ChannelId, IdTypeId};
+use crate::event::ConsentChange;
+use crate::identity::CustomerKey;
+use crate::model::Touch;
+use bytes::Bytes;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Where an event's id is: a span of its payload, or (when it had escapes) owned.
+#[derive(Debug, Clone)]
+pub enum EventId {
+    Span(u32, u32),
+    Owned(Box<str>),
+}
+
+/// One accepted event, resolved to its customer.
+#[derive(Debug)]
+pub struct EventOp {
+    pub key: CustomerKey,
+    pub touch: Touch,
+    /// The watermark with this event taken into account.
+    pub watermark: i64,
+    pub payload: Bytes,
+    pub event_id: EventId,
+    pub new_ids: Vec<(IdTypeId, Box<str>)>,
+    pub consent: Option<Box<ConsentChange>>,
+    pub received: Instant,
+}
+
+impl EventOp {
+    pub fn event_id(&self) -> &str {
+        match &self.event_id {
+            EventId::Span(a, b) => self
+                .payload
+                .get(*a as usize..*b as usize)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .unwrap_or(""),
+            EventId::Owned(s) => s,
+        }
+    }
+}
+
+/// The event that caused a merge, for the merge transitions it publishes.
+#[derive(Debug, Clone)]
+pub struct MergeCause {
+    pub ts: i64,
+    pub channel: ChannelId,
+    pub event_id: Box<str>,
+    pub watermark: i64,
+    /// Ids the event adds, joined at the (first) merge so the merged
+    /// customer's ONE_ID already reflects them.
+    pub new_ids: Vec<(IdTypeId, Box<str>)>,
+}
+
+pub type CustomerReply = oneshot::Sender<Option<CustomerView>>;
+
+#[derive(Debug)]
+pub enum Op {
+    Event(EventOp),
+    /// Hand a customer over to another shard (it is merging there).
+    Evict {
+        key: CustomerKey,
+        watermark: i64,
+        to: oneshot::Sender<Option<Box<Customer>>>,
+    },
+    /// Merge a customer evicted from another shard into `into`.
+    Absorb {
+        into: CustomerKey,
+        from: oneshot::Receiver<Option<Box<Customer>>>,
+        cause: MergeCause,
+    },
+    /// Merge `from` into `into`, both on this shard.
+    MergeLocal {
+        into: CustomerKey,
+        from: CustomerKey,
+        cause: MergeCause,
+    },
+    /// The watermark moved without an event (idle clock, end of replay).
+    Tick {
+        watermark: i64,
+    },
+    Query {
+        key: CustomerKey,
+        reply: CustomerReply,
+    },
+    /// Remove a customer; replies with what was removed.
+    Forget {
+        key: CustomerKey,
+        reply: oneshot::Sender<Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>>,
+    },
+    /// Replies once every op before it is applied and published.
+    Barrier(oneshot::Sender<()>),
+}

@@ -1,0 +1,315 @@
+//! The router: the single task between input and shards. For each input it
+//! decodes and validates, drops duplicates, detects late events, resolves the
+//! ONE_ID, advances the global watermark and appends the event to its
+//! shard's batch. It owns the dedup window, the identity index and the
+//! watermark, so none of them needs a lock.
+
+use super::customer::CustomerView;
+use super::ops::{CustomerReply, EventId, EventOp, MergeCause, Op};
+use super::watermark::Watermark;
+use crate::catalog::IdTypeId;
+use crate::event::{decode, BlockedIds, DecodeContext, Rejection};
+use crate::identity::{CustomerKey, Resolver};
+use crate::ingest::dedup::Dedup;
+use crate::metrics::latency::Recorder;
+use crate::metrics::{Metrics, Stage};
+use crate::model::{Plan, Touch};
+use bytes::Bytes;
+use prometheus::local::LocalHistogram;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// What became of one input.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Accepted,
+    Rejected(Rejection),
+    Duplicate,
+    Late,
+}
+
+pub struct Router {
+    plan: Arc<Plan>,
+    metrics: Arc<Metrics>,
+    resolver: Resolver,
+    dedup: Dedup,
+    watermark: Watermark,
+    blocked: BlockedIds,
+    senders: Vec<mpsc::Sender<Vec<Op>>>,
+    pending: Vec<Vec<Op>>,
+    batch_size: usize,
+    decode_hist: LocalHistogram,
+    decode_lat: Recorder,
+    decode_samples: Vec<u64>,
+    last_accepted: Instant,
+}
+
+/// Which shard owns a customer: a multiplicative hash of its key.
+pub fn shard_of(key: CustomerKey, shards: usize) -> usize {
+    (((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % shards as u64) as usize
+}
+
+impl Router {
+    pub fn new(
+        plan: Arc<Plan>,
+        metrics: Arc<Metrics>,
+        senders: Vec<mpsc::Sender<Vec<Op>>>,
+        batch_size: usize,
+        decode_lat: Recorder,
+    ) -> Router {
+        let cfg = &plan.config;
+        Router {
+            resolver: Resolver::new(&cfg.identity, plan.catalog.id_types.clone()),
+            dedup: Dedup::new(cfg.limits.dedup_window),
+            watermark: Watermark::new(
+                cfg.time.allowed_lateness.millis(),
+                cfg.time.idle_timeout.millis(),
+            ),
+            blocked: BlockedIds::new(&cfg.identity.blocked_values),
+            pending: senders
+                .iter()
+                .map(|_| Vec::with_capacity(batch_size))
+                .collect(),
+            decode_hist: metrics
+                .processing
+                .with_label_values(&[Stage::Decode.as_str()])
+                .local(),
+            decode_samples: Vec::new(),
+            senders,
+            batch_size,
+            decode_lat,
+            last_accepted: Instant::now(),
+            plan,
+            metrics,
+        }
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermark.current()
+    }
+
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        self.plan.config.time.idle_timeout.as_std()
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// Takes one input through decode, dedup, lateness and identity, and queues it.
+    pub async fn ingest(
+        &mut self,
+        payload: &Bytes,
+        subject: Option<&str>,
+        received: Instant,
+        now_ms: i64,
+    ) -> Outcome {
+        let cfg = &self.plan.config;
+        let cx = DecodeContext {
+            catalog: &self.plan.catalog,
+            max_event_bytes: cfg.limits.max_event_bytes,
+            max_future_skew_ms: cfg.time.max_future_skew.millis(),
+            blocked: &self.blocked,
+        };
+        let d = match decode(payload, subject, now_ms, &cx) {
+            Ok(d) => d,
+            Err(r) => {
+                self.metrics.rejected(r.reason);
+                return Outcome::Rejected(r);
+            }
+        };
+        let dedup_key = Dedup::key(&d.id);
+        if self.dedup.contains(dedup_key) {
+            self.metrics.duplicates.inc();
+            return Outcome::Duplicate;
+        }
+        if self.watermark.is_late(d.ts) {
+            self.metrics.late.inc();
+            return Outcome::Late;
+        }
+        let resolved = match self.resolver.resolve(&d.ids) {
+            Ok(r) => r,
+            Err(r) => {
+                self.metrics.rejected(r.reason);
+                return Outcome::Rejected(r);
+            }
+        };
+        self.dedup.insert(dedup_key);
+        let watermark = self.watermark.observe(d.ts);
+        self.last_accepted = received;
+        let key = resolved.key;
+        let shard = shard_of(key, self.senders.len());
+        let touch = Touch {
+            ts: d.ts,
+            channel: d.channel,
+            kind: d.kind,
+            value: d.value,
+        };
+        let event_id = match &d.id {
+            std::borrow::Cow::Borrowed(s) => {
+                let start = s.as_ptr() as usize - payload.as_ptr() as usize;
+                EventId::Span(start as u32, (start + s.len()) as u32)
+            }
+            std::borrow::Cow::Owned(s) => EventId::Owned(s.as_str().into()),
+        };
+        let mut new_ids = resolved.new_ids;
+        for (i, &absorbed) in resolved.absorbed.iter().enumerate() {
+            self.metrics.merges.inc();
+            let cause = MergeCause {
+                ts: d.ts,
+                channel: d.channel,
+                event_id: d.id.as_ref().into(),
+                watermark,
+                new_ids: if i == 0 {
+                    std::mem::take(&mut new_ids)
+                } else {
+                    Vec::new()
+                },
+            };
+            let from_shard = shard_of(absorbed, self.senders.len());
+            if from_shard == shard {
+                self.pending[shard].push(Op::MergeLocal {
+                    into: key,
+                    from: absorbed,
+                    cause,
+                });
+            } else {
+                // The absorbed side's hand-over is queued (and sent) before the
+                // survivor's shard can wait for it: no cycle, no deadlock.
+                let (tx, rx) = oneshot::channel();
+                self.pending[from_shard].push(Op::Evict {
+                    key: absorbed,
+                    watermark,
+                    to: tx,
+                });
+                self.flush_shard(from_shard).await;
+                self.pending[shard].push(Op::Absorb {
+                    into: key,
+                    from: rx,
+                    cause,
+                });
+            }
+        }
+        let consent = d.consent;
+        let decode_ns = received.elapsed();
+        self.decode_hist.observe(decode_ns.as_secs_f64());
+        self.decode_samples.push(decode_ns.as_nanos() as u64);
+        self.pending[shard].push(Op::Event(EventOp {
+            key,
+            touch,
+            watermark,
+            payload: payload.clone(),
+            event_id,
+            new_ids,
+            consent,
+            received,
+        }));
+        if self.pending[shard].len() >= self.batch_size {
+            self.flush_shard(shard).await;
+        }
+        Outcome::Accepted
+    }
+
+    async fn flush_shard(&mut self, shard: usize) {
+        if self.pending[shard].is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(
+            &mut self.pending[shard],
+            Vec::with_capacity(self.batch_size),
+        );
+        if self.senders[shard].send(batch).await.is_err() {
+            tracing::error!(shard, "shard worker is gone; its batch is lost");
+        }
+    }
+
+    /// Sends every partial batch (end of a burst).
+    pub async fn flush(&mut self) {
+        for s in 0..self.pending.len() {
+            self.flush_shard(s).await;
+        }
+        self.decode_hist.flush();
+        self.decode_lat.record_all(&self.decode_samples);
+        self.decode_samples.clear();
+        self.metrics
+            .watermark
+            .set(self.watermark.current().max(0) as f64 / 1000.0);
+    }
+
+    async fn tick_all(&mut self, watermark: i64) {
+        for p in &mut self.pending {
+            p.push(Op::Tick { watermark });
+        }
+        self.flush().await;
+    }
+
+    /// The live idle rule: if no event was accepted for `idle_timeout`, the
+    /// watermark follows the wall clock and every shard fires its due timers.
+    pub async fn on_idle(&mut self, now: Instant, wall_ms: i64) {
+        if now.duration_since(self.last_accepted) < self.plan.config.time.idle_timeout.as_std() {
+            return;
+        }
+        if let Some(w) = self.watermark.on_idle(wall_ms) {
+            self.tick_all(w).await;
+        }
+    }
+
+    /// End of a replay: the watermark jumps to the largest event time seen.
+    pub async fn finish_input(&mut self) {
+        if self.watermark.max_ts() == i64::MIN {
+            return;
+        }
+        let w = self.watermark.finish();
+        self.tick_all(w).await;
+    }
+
+    /// Waits until every shard has applied and published everything queued so far.
+    pub async fn barrier(&mut self) {
+        let mut waits = Vec::new();
+        for p in &mut self.pending {
+            let (tx, rx) = oneshot::channel();
+            p.push(Op::Barrier(tx));
+            waits.push(rx);
+        }
+        self.flush().await;
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+
+    /// Queues a query for the customer an id belongs to; `None` if unknown.
+    pub async fn query(
+        &mut self,
+        ty: Option<&str>,
+        id: &str,
+    ) -> Option<oneshot::Receiver<Option<CustomerView>>> {
+        let key = self.resolver.lookup(ty, id)?;
+        let (tx, rx): (CustomerReply, _) = oneshot::channel();
+        let shard = shard_of(key, self.senders.len());
+        self.pending[shard].push(Op::Query { key, reply: tx });
+        self.flush_shard(shard).await;
+        Some(rx)
+    }
+
+    /// Forgets the customer an id belongs to: its ids resolve to nobody from
+    /// this input on; the shard replies with what it removed.
+    pub async fn forget(
+        &mut self,
+        ty: Option<&str>,
+        id: &str,
+    ) -> Option<oneshot::Receiver<Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>>> {
+        let key = self.resolver.lookup(ty, id)?;
+        self.resolver.forget(key);
+        let (tx, rx) = oneshot::channel();
+        let shard = shard_of(key, self.senders.len());
+        self.pending[shard].push(Op::Forget { key, reply: tx });
+        self.flush_shard(shard).await;
+        Some(rx)
+    }
+
+    /// Drops a forgotten customer's ids from the identity index.
+    pub fn purge(&mut self, ids: &[(IdTypeId, Box<str>)]) {
+        self.resolver.purge(ids);
+    }
+}

@@ -1,0 +1,287 @@
+//! A shard: owns its customers outright and applies their events, merges,
+//! timers and admin ops in queue order. Pure and synchronous: the worker task
+//! (`worker.rs`) feeds it batches and publishes what it produced.
+
+use super::customer::{Consent, Customer, CustomerView};
+use super::ops::{EventOp, MergeCause};
+use super::timers::{Timer, TimerQueue};
+use crate::catalog::{ChannelId, IdTypeId, IdTypes, CHANNEL_NONE};
+use crate::emit::{to_bytes, Attribution, Cause, Outbound, TransitionJson, TransitionSubjects};
+use crate::identity::CustomerKey;
+use crate::metrics::local::ShardMetrics;
+use crate::model::{Fired, Plan};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+pub struct Shard {
+    pub index: usize,
+    plan: Arc<Plan>,
+    customers: FxHashMap<CustomerKey, Customer>,
+    timers: TimerQueue,
+    pub metrics: ShardMetrics,
+    subjects: TransitionSubjects,
+    id_types: IdTypes,
+    /// Messages produced since the worker last published.
+    pub out: Vec<Outbound>,
+    no_attribution: Attribution,
+    watermark: i64,
+}
+
+/// What caused a transition, for its JSON.
+struct Origin<'a> {
+    ts: i64,
+    event_id: Option<&'a str>,
+    channel: ChannelId,
+    cause: Cause,
+}
+
+impl Shard {
+    pub fn new(index: usize, plan: Arc<Plan>, metrics: ShardMetrics) -> Shard {
+        Shard {
+            index,
+            subjects: TransitionSubjects::new(&plan),
+            id_types: plan.catalog.id_types.clone(),
+            plan,
+            customers: FxHashMap::default(),
+            timers: TimerQueue::default(),
+            metrics,
+            out: Vec::new(),
+            no_attribution: Attribution::new(),
+            watermark: i64::MIN,
+        }
+    }
+
+    pub fn customers(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Applies one event: fires timers due at its watermark, then the models.
+    pub fn apply_event(&mut self, ev: &EventOp) {
+        self.advance(ev.watermark);
+        let plan = self.plan.clone();
+        let t = &ev.touch;
+        let c = match self.customers.entry(ev.key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let c = Customer::new(&plan, t.ts);
+                for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
+                    self.metrics.move_customer(mi, None, Some(*s));
+                }
+                v.insert(c)
+            }
+        };
+        for id in &ev.new_ids {
+            c.ids.push(id.clone());
+        }
+        let stage0 = c.journey.stages.first().map_or(0, |s| s.0);
+        self.metrics.event(t.channel, t.kind, stage0);
+        let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
+        plan.on_event(&mut c.journey, t, ev.watermark, |f| fired.push(f));
+        c.first_seen = c.first_seen.min(t.ts);
+        c.last_seen = c.last_seen.max(t.ts);
+        c.count_activity(t.channel, t.kind);
+        if let Some(change) = &ev.consent {
+            c.set_consent(Consent {
+                purpose: change.purpose.clone(),
+                channel: change.channel,
+                granted: change.granted,
+                ts: t.ts,
+            });
+        }
+        let origin = Origin {
+            ts: t.ts,
+            event_id: Some(ev.event_id()),
+            channel: t.channel,
+            cause: Cause::Event,
+        };
+        for f in fired {
+            self.metrics
+                .move_customer(f.model, Some(f.from), Some(f.to));
+            publish(
+                &mut self.out,
+                &mut self.metrics,
+                &self.subjects,
+                &plan,
+                c.one_id(),
+                f,
+                &origin,
+                &self.no_attribution,
+            );
+        }
+        arm(&mut self.timers, &plan, ev.key, c);
+    }
+
+    /// Moves the watermark: fires every timer due at or before it, in due order.
+    pub fn advance(&mut self, watermark: i64) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        let plan = self.plan.clone();
+        while let Some(timer) = self.timers.pop_due(watermark) {
+            let Some(c) = self.customers.get_mut(&timer.key) else {
+                continue;
+            };
+            let which = timer.which as usize;
+            let due = c.last_seen.saturating_add(plan.inactivity[which]);
+            if timer.due < due {
+                // Stale: a later event moved the deadline. Re-queue, don't search.
+                self.timers.push(Timer { due, ..timer });
+                continue;
+            }
+            c.armed &= !(1u32 << which);
+            let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
+            plan.on_timer(&mut c.journey, which, timer.due, |f| fired.push(f));
+            let origin = Origin {
+                ts: timer.due,
+                event_id: None,
+                channel: CHANNEL_NONE,
+                cause: Cause::Inactivity,
+            };
+            for f in fired {
+                self.metrics
+                    .move_customer(f.model, Some(f.from), Some(f.to));
+                publish(
+                    &mut self.out,
+                    &mut self.metrics,
+                    &self.subjects,
+                    &plan,
+                    c.one_id(),
+                    f,
+                    &origin,
+                    &self.no_attribution,
+                );
+            }
+        }
+    }
+
+    /// Removes a customer that is merging into one on another shard. Its
+    /// gauges stay counted until the survivor's shard absorbs it.
+    pub fn evict(&mut self, key: CustomerKey, watermark: i64) -> Option<Customer> {
+        self.advance(watermark);
+        self.customers.remove(&key)
+    }
+
+    /// Merges `other` into the customer `into` (DESIGN.md: each model takes the
+    /// later stage; histories combine; last event time is the later one). A
+    /// side whose stage changes publishes a `merge` transition.
+    pub fn merge(&mut self, into: CustomerKey, mut other: Customer, cause: &MergeCause) {
+        self.advance(cause.watermark);
+        let plan = self.plan.clone();
+        let Some(c) = self.customers.get_mut(&into) else {
+            // The survivor has no state here yet (it can only happen if it was
+            // forgotten meanwhile): the absorbed customer continues under its key.
+            other.armed = 0;
+            other.ids.extend(cause.new_ids.iter().cloned());
+            arm(&mut self.timers, &plan, into, &mut other);
+            self.customers.insert(into, other);
+            return;
+        };
+        c.ids.extend(cause.new_ids.iter().cloned());
+        let mut merged = SmallVec::<[crate::model::Merged; 4]>::new();
+        let journey = std::mem::replace(&mut other.journey, plan.new_journey(0));
+        plan.merge(&mut c.journey, journey, |m| merged.push(m));
+        c.absorb_profile(&mut other);
+        let origin = Origin {
+            ts: cause.ts,
+            event_id: Some(&cause.event_id),
+            channel: cause.channel,
+            cause: Cause::Merge,
+        };
+        for m in merged {
+            self.metrics.move_customer(m.model, Some(m.absorbed), None);
+            for side in [m.survivor, m.absorbed] {
+                if side != m.to {
+                    publish(
+                        &mut self.out,
+                        &mut self.metrics,
+                        &self.subjects,
+                        &plan,
+                        c.one_id(),
+                        Fired {
+                            model: m.model,
+                            from: side,
+                            to: m.to,
+                        },
+                        &origin,
+                        &self.no_attribution,
+                    );
+                }
+            }
+            if m.survivor != m.to {
+                self.metrics
+                    .move_customer(m.model, Some(m.survivor), Some(m.to));
+            }
+        }
+        arm(&mut self.timers, &plan, into, c);
+    }
+
+    pub fn view(&self, key: CustomerKey) -> Option<CustomerView> {
+        self.customers
+            .get(&key)
+            .map(|c| c.view(&self.plan, &self.id_types))
+    }
+
+    /// Removes a customer for good (right to erasure); gauges drop it.
+    pub fn forget(
+        &mut self,
+        key: CustomerKey,
+    ) -> Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)> {
+        let c = self.customers.remove(&key)?;
+        for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
+            self.metrics.move_customer(mi, Some(*s), None);
+        }
+        let view = c.view(&self.plan, &self.id_types);
+        Some((view, c.ids.into_vec()))
+    }
+}
+
+/// Queues the inactivity timers a customer lacks, due at last event + D.
+fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer) {
+    for (i, d) in plan.inactivity.iter().enumerate() {
+        let bit = 1u32 << i;
+        if c.armed & bit == 0 {
+            c.armed |= bit;
+            timers.push(Timer {
+                due: c.last_seen.saturating_add(*d),
+                key,
+                which: i as u8,
+            });
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish(
+    out: &mut Vec<Outbound>,
+    metrics: &mut ShardMetrics,
+    subjects: &TransitionSubjects,
+    plan: &Plan,
+    one_id: &str,
+    f: Fired,
+    o: &Origin,
+    attribution: &Attribution,
+) {
+    metrics.transition(f.model, f.from, f.to, o.channel);
+    let m = &plan.models[f.model];
+    let json = TransitionJson {
+        one_id,
+        model: &m.name,
+        from: m.stage_name(f.from),
+        to: m.stage_name(f.to),
+        ts: o.ts,
+        event_id: o.event_id,
+        channel: plan.catalog.channel_name(o.channel),
+        reason: o.cause,
+        attribution,
+    };
+    out.push(Outbound {
+        subject: subjects.get(f.model, f.from, f.to),
+        payload: to_bytes(&json),
+    });
+}

@@ -1,0 +1,130 @@
+//! The shard worker task: receives batches of ops, applies them to its shard
+//! in order, publishes what they produced, and records latency. The only
+//! await inside a batch is on a cross-shard merge's hand-over.
+
+use super::ops::Op;
+use super::shard::Shard;
+use crate::emit::Outbound;
+use crate::metrics::latency::Recorder;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Where a shard's output goes.
+#[derive(Clone)]
+pub enum Sink {
+    Nats(async_nats::Client),
+    /// Replay without publishing, benchmarks.
+    Discard,
+}
+
+impl Sink {
+    pub async fn publish(&self, out: &mut Vec<Outbound>) {
+        match self {
+            Sink::Nats(client) => {
+                for o in out.drain(..) {
+                    if let Err(e) = client.publish(o.subject, o.payload).await {
+                        tracing::error!(error = %e, "cannot publish: the NATS client is closed");
+                    }
+                }
+            }
+            Sink::Discard => out.clear(),
+        }
+    }
+
+    pub async fn flush(&self) {
+        if let Sink::Nats(client) = self {
+            if let Err(e) = client.flush().await {
+                tracing::warn!(error = %e, "NATS flush failed");
+            }
+        }
+    }
+}
+
+/// What a shard reports when its queue closes.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardReport {
+    pub index: usize,
+    pub customers: usize,
+    pub pending_timers: usize,
+}
+
+pub async fn run(
+    mut shard: Shard,
+    mut rx: mpsc::Receiver<Vec<Op>>,
+    sink: Sink,
+    engine_lat: Recorder,
+    e2e_lat: Recorder,
+) -> ShardReport {
+    let mut received: Vec<Instant> = Vec::new();
+    let mut e2e: Vec<u64> = Vec::new();
+    let mut barriers = Vec::new();
+    let depth = shard
+        .metrics
+        .shared
+        .queue_depth
+        .with_label_values(&[&shard.index.to_string()]);
+    while let Some(batch) = rx.recv().await {
+        depth.set(rx.len() as i64);
+        let start = Instant::now();
+        for op in batch {
+            match op {
+                Op::Event(ev) => {
+                    shard.apply_event(&ev);
+                    received.push(ev.received);
+                }
+                Op::Evict { key, watermark, to } => {
+                    let _ = to.send(shard.evict(key, watermark).map(Box::new));
+                }
+                Op::Absorb { into, from, cause } => {
+                    // The other shard replies in its queue order; a dropped
+                    // sender means that customer was already gone.
+                    if let Ok(Some(other)) = from.await {
+                        shard.merge(into, *other, &cause);
+                    }
+                }
+                Op::MergeLocal { into, from, cause } => {
+                    if let Some(other) = shard.evict(from, cause.watermark) {
+                        shard.merge(into, other, &cause);
+                    }
+                }
+                Op::Tick { watermark } => shard.advance(watermark),
+                Op::Query { key, reply } => {
+                    let _ = reply.send(shard.view(key));
+                }
+                Op::Forget { key, reply } => {
+                    let _ = reply.send(shard.forget(key));
+                }
+                Op::Barrier(tx) => barriers.push(tx),
+            }
+        }
+        let engine_done = Instant::now();
+        sink.publish(&mut shard.out).await;
+        let done = Instant::now();
+        if !received.is_empty() {
+            let per_event = engine_done.duration_since(start).as_secs_f64() / received.len() as f64;
+            e2e.clear();
+            for r in received.drain(..) {
+                let d = done.duration_since(r);
+                shard.metrics.observe(per_event, d.as_secs_f64());
+                e2e.push(d.as_nanos() as u64);
+            }
+            e2e_lat.record_all(&e2e);
+            engine_lat.record_all(&[(per_event * 1e9) as u64]);
+        }
+        shard.metrics.flush();
+        if !barriers.is_empty() {
+            sink.flush().await;
+            for b in barriers.drain(..) {
+                let _ = b.send(());
+            }
+        }
+    }
+    sink.publish(&mut shard.out).await;
+    sink.flush().await;
+    shard.metrics.flush();
+    ShardReport {
+        index: shard.index,
+        customers: shard.customers(),
+        pending_timers: shard.pending_timers(),
+    }
+}

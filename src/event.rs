@@ -1,0 +1,625 @@
+//! The touchpoint event schema (DESIGN.md contract) and its decoding.
+//!
+//! Decoding borrows from the payload wherever JSON allows (no allocation for
+//! unescaped strings), checks every field's type, and classifies every failure
+//! as a [`RejectReason`] whose stable name is at once the DLQ header, the
+//! `journey_dlq_total{reason}` label and the log field.
+
+use crate::catalog::{Catalog, ChannelId, KindId};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use smallvec::SmallVec;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why an input was refused. `as_str` is a stable contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    NotJson,
+    MissingField,
+    WrongType,
+    InvalidTimestamp,
+    EmptyIds,
+    NoUsableId,
+    SubjectMismatch,
+    UnknownChannel,
+    Oversized,
+    FutureTimestamp,
+    IdentityConflict,
+    GroupLimit,
+    TooManyIdTypes,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::NotJson,
+        RejectReason::MissingField,
+        RejectReason::WrongType,
+        RejectReason::InvalidTimestamp,
+        RejectReason::EmptyIds,
+        RejectReason::NoUsableId,
+        RejectReason::SubjectMismatch,
+        RejectReason::UnknownChannel,
+        RejectReason::Oversized,
+        RejectReason::FutureTimestamp,
+        RejectReason::IdentityConflict,
+        RejectReason::GroupLimit,
+        RejectReason::TooManyIdTypes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NotJson => "not_json",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::InvalidTimestamp => "invalid_timestamp",
+            RejectReason::EmptyIds => "empty_ids",
+            RejectReason::NoUsableId => "no_usable_id",
+            RejectReason::SubjectMismatch => "subject_mismatch",
+            RejectReason::UnknownChannel => "unknown_channel",
+            RejectReason::Oversized => "oversized",
+            RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::IdentityConflict => "identity_conflict",
+            RejectReason::GroupLimit => "group_limit",
+            RejectReason::TooManyIdTypes => "too_many_id_types",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A refused input: the reason and a human detail (which field, what was wrong).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A consent change carried by a `consent` event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsentChange {
+    pub purpose: Box<str>,
+    /// `None` means every channel (`"*"`).
+    pub channel: Option<ChannelId>,
+    pub granted: bool,
+}
+
+/// A decoded, validated event, borrowing from its payload.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    pub id: Cow<'a, str>,
+    pub ts: i64,
+    /// (id type, value), blocked values already removed.
+    pub ids: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>,
+    pub channel: ChannelId,
+    pub kind: KindId,
+    pub value: Option<f64>,
+    pub consent: Option<Box<ConsentChange>>,
+}
+
+/// What decoding needs besides the payload.
+pub struct DecodeContext<'c> {
+    pub catalog: &'c Catalog,
+    pub max_event_bytes: usize,
+    pub max_future_skew_ms: i64,
+    pub blocked: &'c BlockedIds,
+}
+
+/// Id values that never identify anyone: empty, `null`, `undefined`, `0`,
+/// `anonymous` (any case) and the config's `identity.blocked_values`.
+#[derive(Debug, Clone)]
+pub struct BlockedIds {
+    extra: Vec<String>,
+}
+
+impl BlockedIds {
+    const BUILTIN: [&'static str; 6] = ["", "null", "undefined", "0", "anonymous", "none"];
+
+    pub fn new(extra: &[String]) -> BlockedIds {
+        BlockedIds {
+            extra: extra.to_vec(),
+        }
+    }
+
+    pub fn is_blocked(&self, value: &str) -> bool {
+        let v = value.trim();
+        Self::BUILTIN.iter().any(|b| v.eq_ignore_ascii_case(b)) || self.extra.iter().any(|b| b == v)
+    }
+}
+
+/// Splits `touch.<channel>.<kind>` into its channel and kind.
+pub fn subject_parts(subject: &str) -> (Option<&str>, Option<&str>) {
+    let mut it = subject.split('.');
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some("touch"), Some(ch), Some(kind), None) if !ch.is_empty() && !kind.is_empty() => {
+            (Some(ch), Some(kind))
+        }
+        _ => (None, None),
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ids: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    channel: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    campaign: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    attrs: Option<&'a RawValue>,
+}
+
+/// Decodes one event. `subject` is `None` for subject-less input (NDJSON replay).
+pub fn decode<'a>(
+    payload: &'a [u8],
+    subject: Option<&str>,
+    now_ms: i64,
+    cx: &DecodeContext<'_>,
+) -> Result<Decoded<'a>, Rejection> {
+    if payload.len() > cx.max_event_bytes {
+        return Err(Rejection::new(
+            RejectReason::Oversized,
+            format!("{} bytes, limit {}", payload.len(), cx.max_event_bytes),
+        ));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| Rejection::new(RejectReason::NotJson, "payload is not UTF-8"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(Rejection::new(
+            RejectReason::NotJson,
+            "payload is not a JSON object",
+        ));
+    }
+    let wire: Wire<'a> = serde_json::from_str(text).map_err(|e| {
+        // A JSON document that is not an object (or has a duplicate key) is still "not an event object".
+        Rejection::new(RejectReason::NotJson, format!("not a JSON object: {e}"))
+    })?;
+    let id = required_str("id", wire.id)?;
+    if id.is_empty() {
+        return Err(Rejection::new(RejectReason::MissingField, "`id` is empty"));
+    }
+    let ts = parse_ts(wire.ts.ok_or_else(|| missing("ts"))?)?;
+    if ts > now_ms.saturating_add(cx.max_future_skew_ms) {
+        return Err(Rejection::new(
+            RejectReason::FutureTimestamp,
+            format!("ts {ts} is {} ms ahead of the clock", ts - now_ms),
+        ));
+    }
+    let ids = parse_ids(wire.ids.ok_or_else(|| missing("ids"))?, cx.blocked)?;
+
+    let (subj_channel, subj_kind) = subject.map_or((None, None), subject_parts);
+    let payload_channel = optional_str("channel", wire.channel)?;
+    let payload_kind = optional_str("kind", wire.kind)?;
+    let channel_name = pick("channel", subj_channel, payload_channel.as_deref())?;
+    let kind_name = pick("kind", subj_kind, payload_kind.as_deref())?;
+    let channel = cx.catalog.channel(channel_name).ok_or_else(|| {
+        Rejection::new(
+            RejectReason::UnknownChannel,
+            format!("channel `{channel_name}` is not in [channels]"),
+        )
+    })?;
+    let kind = cx.catalog.kind(kind_name);
+
+    let value = match wire.value {
+        None => None,
+        Some(raw) => match serde_json::from_str::<f64>(raw.get()) {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => return Err(wrong_type("value", "a number")),
+        },
+    };
+    optional_str("campaign", wire.campaign)?;
+    let consent = match wire.attrs {
+        None if kind == cx.catalog.kind_consent => return Err(missing("attrs")),
+        None => None,
+        Some(raw) if !raw.get().starts_with('{') => return Err(wrong_type("attrs", "an object")),
+        Some(raw) if kind == cx.catalog.kind_consent => {
+            Some(Box::new(parse_consent(raw, cx.catalog)?))
+        }
+        Some(_) => None,
+    };
+    Ok(Decoded {
+        id,
+        ts,
+        ids,
+        channel,
+        kind,
+        value,
+        consent,
+    })
+}
+
+fn missing(field: &str) -> Rejection {
+    Rejection::new(RejectReason::MissingField, format!("`{field}` is required"))
+}
+
+fn wrong_type(field: &str, expected: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::WrongType,
+        format!("`{field}` must be {expected}"),
+    )
+}
+
+/// A JSON string, borrowed when it has no escapes.
+fn json_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&'a str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+fn required_str<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, Rejection> {
+    json_str(raw.ok_or_else(|| missing(field))?).ok_or_else(|| wrong_type(field, "a string"))
+}
+
+fn optional_str<'a>(
+    field: &str,
+    raw: Option<&'a RawValue>,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    raw.map(|r| json_str(r).ok_or_else(|| wrong_type(field, "a string")))
+        .transpose()
+}
+
+/// The subject's value and the payload's must agree; either alone is enough.
+fn pick<'s>(
+    field: &str,
+    from_subject: Option<&'s str>,
+    from_payload: Option<&'s str>,
+) -> Result<&'s str, Rejection> {
+    match (from_subject, from_payload) {
+        (Some(s), Some(p)) if s != p => Err(Rejection::new(
+            RejectReason::SubjectMismatch,
+            format!("subject says {field} `{s}`, payload says `{p}`"),
+        )),
+        (_, Some(v)) | (Some(v), None) => Ok(v),
+        (None, None) => Err(missing(field)),
+    }
+}
+
+/// Epoch milliseconds (integer, or a float that is truncated) or RFC 3339.
+pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
+    let text = raw.get();
+    if let Some(s) = json_str(raw) {
+        return chrono::DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                Rejection::new(
+                    RejectReason::InvalidTimestamp,
+                    format!("`ts` `{s}` is not RFC 3339: {e}"),
+                )
+            });
+    }
+    let ms = match text.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => match text.parse::<f64>() {
+            Ok(f) if f.is_finite() && f.abs() < 9.0e15 => f.floor() as i64,
+            _ => return Err(wrong_type("ts", "epoch milliseconds or an RFC 3339 string")),
+        },
+    };
+    if ms < 0 {
+        return Err(Rejection::new(
+            RejectReason::InvalidTimestamp,
+            "`ts` is before 1970",
+        ));
+    }
+    Ok(ms)
+}
+
+/// A map key or string value that borrows when it can.
+struct MaybeBorrowed<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeBorrowed<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeBorrowed(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+type RawIds<'a> = SmallVec<[(Cow<'a, str>, &'a RawValue); 4]>;
+
+struct IdsMap<'a>(RawIds<'a>);
+
+impl<'de> Deserialize<'de> for IdsMap<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = IdsMap<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of id type to id")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = SmallVec::new();
+                while let Some((k, v)) = map.next_entry::<MaybeBorrowed<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(IdsMap(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn parse_ids<'a>(
+    raw: &'a RawValue,
+    blocked: &BlockedIds,
+) -> Result<SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>, Rejection> {
+    if !raw.get().starts_with('{') {
+        return Err(wrong_type("ids", "an object of id type to id string"));
+    }
+    let map: IdsMap<'a> = serde_json::from_str(raw.get())
+        .map_err(|_| wrong_type("ids", "an object of id type to id string"))?;
+    if map.0.is_empty() {
+        return Err(Rejection::new(RejectReason::EmptyIds, "`ids` has no entry"));
+    }
+    let mut out = SmallVec::new();
+    for (ty, v) in map.0 {
+        if v.get() == "null" {
+            continue;
+        }
+        let value = json_str(v).ok_or_else(|| wrong_type(&format!("ids.{ty}"), "a string"))?;
+        if ty.is_empty() {
+            return Err(wrong_type("ids", "an object with non-empty id type names"));
+        }
+        if !blocked.is_blocked(&value) {
+            out.push((ty, value));
+        }
+    }
+    if out.is_empty() {
+        return Err(Rejection::new(
+            RejectReason::NoUsableId,
+            "every id in `ids` is a blocked placeholder value",
+        ));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct ConsentWire<'a> {
+    #[serde(borrow, default)]
+    purpose: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    channel: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    granted: Option<&'a RawValue>,
+}
+
+fn parse_consent(raw: &RawValue, catalog: &Catalog) -> Result<ConsentChange, Rejection> {
+    let w: ConsentWire =
+        serde_json::from_str(raw.get()).map_err(|_| wrong_type("attrs", "an object"))?;
+    let purpose = required_str("attrs.purpose", w.purpose)?;
+    let channel = required_str("attrs.channel", w.channel)?;
+    let granted = match w.granted.map(RawValue::get) {
+        Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(wrong_type("attrs.granted", "true or false")),
+        None => return Err(missing("attrs.granted")),
+    };
+    let channel = if channel == "*" {
+        None
+    } else {
+        Some(catalog.channel(&channel).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::UnknownChannel,
+                format!("consent channel `{channel}` is not in [channels]"),
+            )
+        })?)
+    };
+    Ok(ConsentChange {
+        purpose: purpose.into(),
+        channel,
+        granted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn catalog() -> Catalog {
+        let c = config::parse("[channels]\napp = \"tech\"\nsms = \"low\"\n[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = \"a\", to = \"b\", on = { kind = \"purchase\" } }]\n").unwrap().config;
+        Catalog::new(&c)
+    }
+
+    fn run(
+        payload: &str,
+        subject: Option<&str>,
+    ) -> Result<(String, i64, usize, String, String), RejectReason> {
+        let cat = catalog();
+        let blocked = BlockedIds::new(&[]);
+        let cx = DecodeContext {
+            catalog: &cat,
+            max_event_bytes: 1024,
+            max_future_skew_ms: 60_000,
+            blocked: &blocked,
+        };
+        decode(payload.as_bytes(), subject, 1_800_000_000_000, &cx)
+            .map(|d| {
+                (
+                    d.id.into_owned(),
+                    d.ts,
+                    d.ids.len(),
+                    cat.channel_name(d.channel).to_string(),
+                    cat.kind_name(d.kind).to_string(),
+                )
+            })
+            .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn decodes_the_design_example() {
+        let p = r#"{"id":"evt-8f2c","ts":1732233600123,"ids":{"user_id":"u-17","anonymous_id":"dev-9f"},"channel":"app","kind":"purchase","value":129.0,"campaign":"spring","attrs":{"sku":"x"}}"#;
+        assert_eq!(
+            run(p, Some("touch.app.purchase")),
+            Ok((
+                "evt-8f2c".into(),
+                1732233600123,
+                2,
+                "app".into(),
+                "purchase".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn channel_and_kind_may_come_from_the_subject_alone() {
+        let p = r#"{"id":"e","ts":"2024-11-22T00:00:00.123Z","ids":{"user_id":"u"}}"#;
+        assert_eq!(
+            run(p, Some("touch.sms.purchase")),
+            Ok((
+                "e".into(),
+                1732233600123,
+                1,
+                "sms".into(),
+                "purchase".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn unknown_kind_is_other() {
+        let p = r#"{"id":"e","ts":1,"ids":{"user_id":"u"},"channel":"app","kind":"wave"}"#;
+        assert_eq!(run(p, None).unwrap().4, "other");
+    }
+
+    #[test]
+    fn every_reason_is_classified() {
+        let cases = [
+            ("nope", None, RejectReason::NotJson),
+            ("[1,2]", None, RejectReason::NotJson),
+            (
+                r#"{"ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
+                None,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"id":5,"ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
+                None,
+                RejectReason::WrongType,
+            ),
+            (
+                r#"{"id":"e","ts":"yesterday","ids":{"u":"1"},"channel":"app","kind":"k"}"#,
+                None,
+                RejectReason::InvalidTimestamp,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{},"channel":"app","kind":"k"}"#,
+                None,
+                RejectReason::EmptyIds,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"null","v":""},"channel":"app","kind":"k"}"#,
+                None,
+                RejectReason::NoUsableId,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
+                Some("touch.sms.k"),
+                RejectReason::SubjectMismatch,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"fax","kind":"k"}"#,
+                None,
+                RejectReason::UnknownChannel,
+            ),
+            (
+                r#"{"id":"e","ts":9999999999999,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
+                None,
+                RejectReason::FutureTimestamp,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"k","value":"12"}"#,
+                None,
+                RejectReason::WrongType,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":1},"channel":"app","kind":"k"}"#,
+                None,
+                RejectReason::WrongType,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app"}"#,
+                None,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":{"purpose":"marketing","channel":"sms"}}"#,
+                None,
+                RejectReason::MissingField,
+            ),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(run(p, s).map(|_| ()), Err(want), "{p}");
+        }
+        let big = format!(
+            r#"{{"id":"e","ts":1,"ids":{{"u":"1"}},"channel":"app","kind":"k","campaign":"{}"}}"#,
+            "x".repeat(2000)
+        );
+        assert_eq!(run(&big, None).map(|_| ()), Err(RejectReason::Oversized));
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let p = r#"{"id":"e\u0031","ts":1,"ids":{"user_id":"a\"b"},"channel":"app","kind":"k"}"#;
+        assert_eq!(run(p, None).unwrap().0, "e1");
+    }
+
+    #[test]
+    fn consent_event_carries_its_change() {
+        let cat = catalog();
+        let blocked = BlockedIds::new(&[]);
+        let cx = DecodeContext {
+            catalog: &cat,
+            max_event_bytes: 1024,
+            max_future_skew_ms: 0,
+            blocked: &blocked,
+        };
+        let p = r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"sms","kind":"consent","attrs":{"purpose":"marketing","channel":"*","granted":false}}"#;
+        let d = decode(p.as_bytes(), None, 10, &cx).unwrap();
+        assert_eq!(
+            *d.consent.unwrap(),
+            ConsentChange {
+                purpose: "marketing".into(),
+                channel: None,
+                granted: false
+            }
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The live input: NATS subscriptions on the configured subjects feeding the
+//! router, plus the control requests (queries, forget) that must be ordered
+//! with events. Bad input goes to `journey.dlq`, late input to `journey.late`,
+//! each with the original bytes and a `Journey-Reason` header.
+
+use crate::catalog::IdTypeId;
+use crate::config::NatsConfig;
+use crate::emit::{DETAIL_HEADER, DLQ_SUBJECT, LATE_SUBJECT, REASON_HEADER};
+use crate::engine::{CustomerView, Outcome, Router};
+use crate::metrics::Metrics;
+use anyhow::Context;
+use async_nats::{Client, HeaderMap, Subscriber};
+use futures::stream::SelectAll;
+use futures::{FutureExt, StreamExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub type ForgetReply = Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>;
+
+/// Requests that go through the router so they are ordered with events.
+pub enum Control {
+    Query {
+        id_type: Option<String>,
+        id: String,
+        reply: oneshot::Sender<Option<oneshot::Receiver<Option<CustomerView>>>>,
+    },
+    Forget {
+        id_type: Option<String>,
+        id: String,
+        reply: oneshot::Sender<Option<oneshot::Receiver<ForgetReply>>>,
+    },
+    Purge(Vec<(IdTypeId, Box<str>)>),
+}
+
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Connects with the configured auth; the client reconnects by itself and
+/// every connection event is logged and counted.
+pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name("journeyd")
+        .subscription_capacity(cfg.subscription_capacity)
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let metrics = metrics.clone();
+            async move {
+                let label = match &event {
+                    async_nats::Event::Connected => "connected",
+                    async_nats::Event::Disconnected => "disconnected",
+                    async_nats::Event::LameDuckMode => "lame_duck",
+                    async_nats::Event::Draining => "draining",
+                    async_nats::Event::Closed => "closed",
+                    async_nats::Event::SlowConsumer(_) => "slow_consumer",
+                    async_nats::Event::ServerError(_) => "server_error",
+                    async_nats::Event::ClientError(_) => "client_error",
+                };
+                metrics.nats_events.with_label_values(&[label]).inc();
+                match event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::SlowConsumer(sid) => tracing::error!(sid, "NATS slow consumer: the server dropped messages for journeyd; raise nats.subscription_capacity or add cores"),
+                    other => tracing::warn!(event = %other, "NATS connection event"),
+                }
+            }
+        });
+    if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(t) = &cfg.token {
+        opts = opts.token(t.clone());
+    }
+    if let Some(c) = &cfg.credentials {
+        opts = opts
+            .credentials_file(c)
+            .await
+            .with_context(|| format!("reading NATS credentials file {c}"))?;
+    }
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match opts.clone().connect(cfg.url.as_str()).await {
+            Ok(c) => return Ok(c),
+            Err(e)
+                if e.kind() == async_nats::ConnectErrorKind::Io
+                    || e.kind() == async_nats::ConnectErrorKind::TimedOut =>
+            {
+                tracing::warn!(url = %cfg.url, error = %e, "NATS not reachable yet; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to NATS at {}", cfg.url)),
+        }
+    }
+}
+
+pub async fn subscribe(
+    client: &Client,
+    subjects: &[String],
+) -> anyhow::Result<SelectAll<Subscriber>> {
+    let mut all = SelectAll::new();
+    for s in subjects {
+        all.push(
+            client
+                .subscribe(s.clone())
+                .await
+                .with_context(|| format!("subscribing to {s}"))?,
+        );
+    }
+    Ok(all)
+}
+
+/// Publishes a refused or late input with its reason.
+async fn publish_aside(
+    client: &Client,
+    subject: &'static str,
+    reason: &str,
+    detail: Option<&str>,
+    source: &str,
+    payload: bytes::Bytes,
+) {
+    let mut headers = HeaderMap::new();
+    headers.insert(REASON_HEADER, reason);
+    if let Some(d) = detail {
+        headers.insert(DETAIL_HEADER, d);
+    }
+    headers.insert("Journey-Subject", source);
+    if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
+        tracing::error!(error = %e, subject, "cannot publish aside");
+    }
+}
+
+async fn handle(client: &Client, router: &mut Router, msg: async_nats::Message) {
+    let received = Instant::now();
+    match router
+        .ingest(
+            &msg.payload,
+            Some(msg.subject.as_str()),
+            received,
+            wall_ms(),
+        )
+        .await
+    {
+        Outcome::Accepted | Outcome::Duplicate => {}
+        Outcome::Rejected(r) => {
+            tracing::debug!(reason = r.reason.as_str(), detail = %r.detail, subject = %msg.subject, "event refused to the DLQ");
+            publish_aside(
+                client,
+                DLQ_SUBJECT,
+                r.reason.as_str(),
+                Some(&r.detail),
+                msg.subject.as_str(),
+                msg.payload,
+            )
+            .await;
+        }
+        Outcome::Late => {
+            publish_aside(
+                client,
+                LATE_SUBJECT,
+                "late",
+                None,
+                msg.subject.as_str(),
+                msg.payload,
+            )
+            .await;
+        }
+    }
+}
+
+async fn control(router: &mut Router, c: Control) {
+    match c {
+        Control::Query { id_type, id, reply } => {
+            let _ = reply.send(router.query(id_type.as_deref(), &id).await);
+        }
+        Control::Forget { id_type, id, reply } => {
+            let _ = reply.send(router.forget(id_type.as_deref(), &id).await);
+        }
+        Control::Purge(ids) => router.purge(&ids),
+    }
+}
+
+/// Consumes until `shutdown`, then drains: stops the subscriptions, applies
+/// what the client had buffered, and flushes the router.
+pub async fn run(
+    client: &Client,
+    router: &mut Router,
+    mut subs: SelectAll<Subscriber>,
+    mut control_rx: mpsc::Receiver<Control>,
+    shutdown: CancellationToken,
+    burst: usize,
+) {
+    let period =
+        (router.idle_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_millis(200));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(c) = control_rx.recv() => control(router, c).await,
+            msg = subs.next() => {
+                let Some(msg) = msg else { break };
+                handle(client, router, msg).await;
+                // Take what is already buffered, without waiting, then flush partial batches.
+                for _ in 1..burst {
+                    match subs.next().now_or_never() {
+                        Some(Some(m)) => handle(client, router, m).await,
+                        _ => break,
+                    }
+                }
+                router.flush().await;
+            }
+            _ = ticker.tick() => router.on_idle(Instant::now(), wall_ms()).await,
+        }
+    }
+    tracing::info!("draining subscriptions");
+    for s in subs.iter_mut() {
+        if let Err(e) = s.drain().await {
+            tracing::warn!(error = %e, "cannot drain subscription");
+        }
+    }
+    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(drain_deadline, subs.next()).await {
+        handle(client, router, msg).await;
+    }
+    router.flush().await;
+}

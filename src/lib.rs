@@ -1,0 +1,140 @@
+//! journeyd: a streaming customer-journey processor.
+//!
+//! Backend services publish touchpoint events to NATS (`touch.<channel>.<kind>`).
+//! journeyd decodes and validates each one (`event`), drops duplicates and
+//! late events, resolves it to one customer across every channel's ids
+//! (`identity`), and routes it by customer to one of N shard workers
+//! (`engine`). A shard owns its customers' state outright and applies the
+//! journey models of the config (`model`) in arrival order, firing
+//! inactivity timers on a global event-time watermark. Transitions are
+//! published back to NATS (`emit`) and counted in Prometheus (`metrics`),
+//! served with health and customer queries over HTTP (`api`) and NATS
+//! request-reply (`requests`).
+//!
+//! Every queue between stages is bounded; the hot path takes no global lock:
+//! the router owns identity, dedup and the watermark, each shard owns its
+//! customers, and metrics are counted locally and flushed per batch.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod emit;
+pub mod engine;
+pub mod event;
+pub mod identity;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod replay;
+pub mod requests;
+
+use anyhow::Context;
+use engine::{Engine, ShardReport, Sink};
+use metrics::latency::LatencyHub;
+use metrics::Metrics;
+use model::Plan;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of the control queue (API and request-reply to the router).
+const CONTROL_QUEUE: usize = 1024;
+
+/// What a live run reports when it stops.
+#[derive(Debug)]
+pub struct RunReport {
+    pub shards: Vec<ShardReport>,
+}
+
+/// Runs journeyd live until `shutdown` is cancelled, then drains: stops
+/// consuming, applies what was buffered, lets the shards publish, flushes.
+pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
+    let plan = Arc::new(Plan::new(config));
+    let metrics = Arc::new(Metrics::new(&plan));
+    let latency = Arc::new(LatencyHub::default());
+    let cfg = &plan.config;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let state = api::AppState {
+        metrics: metrics.clone(),
+        latency: latency.clone(),
+        ready: ready.clone(),
+        control: control_tx.clone(),
+    };
+    let http_stop = CancellationToken::new();
+    let http = {
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, api::app(state))
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        })
+    };
+    tracing::info!(listen = %cfg.http.listen, "HTTP listening");
+
+    let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
+    let (engine, mut router) = Engine::start(
+        plan.clone(),
+        metrics.clone(),
+        latency.clone(),
+        Sink::Nats(client.clone()),
+    );
+    let subs = ingest::nats::subscribe(&client, &cfg.nats.subjects).await?;
+    client
+        .flush()
+        .await
+        .context("flushing subscriptions to NATS")?;
+    ready.store(true, Ordering::Release);
+    tracing::info!(subjects = ?cfg.nats.subjects, url = %cfg.nats.url, "subscribed; journeyd is ready");
+
+    let background = CancellationToken::new();
+    let requests = tokio::spawn(requests::serve(
+        client.clone(),
+        control_tx.clone(),
+        background.clone(),
+    ));
+    let exporter = {
+        let (latency, metrics, stop) = (latency.clone(), metrics.clone(), background.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => { latency.export(&metrics); }
+                }
+            }
+        })
+    };
+
+    let burst = plan
+        .config
+        .engine
+        .batch_size
+        .unwrap_or(engine::DEFAULT_BATCH)
+        * 4;
+    ingest::nats::run(&client, &mut router, subs, control_rx, shutdown, burst).await;
+    ready.store(false, Ordering::Release);
+    background.cancel();
+    let shards = engine.shutdown(router).await;
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "final NATS flush failed");
+    }
+    let _ = requests.await;
+    let _ = exporter.await;
+    http_stop.cancel();
+    let _ = http.await;
+    tracing::info!(
+        customers = shards.iter().map(|s| s.customers).sum::<usize>(),
+        "journeyd stopped"
+    );
+    Ok(RunReport { shards })
+}

@@ -1,0 +1,165 @@
+//! The `journeyd` command line. The library does the work; this file parses
+//! arguments, sets up logging and signals, and prints results.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use journeyd::config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "journeyd",
+    version,
+    about = "Streaming customer-journey processor: NATS touchpoints in; journey transitions and channel-effect metrics out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run live against NATS until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and report every problem with its key and line.
+    CheckConfig { file: PathBuf },
+    /// Run the engine over an NDJSON file and print the final stage counts.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        events: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Prometheus,
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<config::Config> {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{}: {w}", path.display());
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOURNEYD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+fn on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install SIGTERM handler");
+                    return;
+                }
+            };
+        for n in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("shutting down: draining in-flight events (signal again to force)");
+                token.cancel();
+            } else {
+                tracing::warn!("forced exit");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("journeyd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("journeyd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            init_logging();
+            let cfg = load(&config)?;
+            let token = CancellationToken::new();
+            on_signals(token.clone());
+            journeyd::run(cfg, token).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match config::load(&file) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    println!("{}: {w}", file.display());
+                }
+                let plan = journeyd::model::Plan::new(loaded.config);
+                println!(
+                    "{}: ok ({} models, {} warnings)",
+                    file.display(),
+                    plan.models.len(),
+                    loaded.warnings.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Replay {
+            config,
+            events,
+            format,
+        } => {
+            let cfg = load(&config)?;
+            let summary = journeyd::replay::replay(cfg, &events, |line, reason, detail| {
+                eprintln!("{}:{line}: {reason}: {detail}", events.display())
+            })
+            .await
+            .with_context(|| format!("replaying {}", events.display()))?;
+            match format {
+                Format::Text => print!("{}", summary.to_text()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+                Format::Prometheus => print!("{}", summary.metrics_text),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

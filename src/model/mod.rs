@@ -1,0 +1,204 @@
+//! Journey models, compiled from the config into a [`Plan`] that every shard
+//! shares read-only. A customer's position in every model is a [`Journey`];
+//! `Plan::on_event` and `Plan::on_timer` are the whole model semantics, pure
+//! functions of (journey, event or timer, watermark), so the engine is
+//! deterministic and replayable.
+
+pub mod machine;
+pub mod matcher;
+pub mod window;
+
+pub use machine::{Model, Rule, RuleTrigger, StageId};
+pub use matcher::{IdSet, Matcher, Touch};
+pub use window::CountWindow;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+
+/// A `count` + `within` window that some rule reads.
+#[derive(Debug)]
+pub struct Counted {
+    pub matcher: Matcher,
+    pub within: i64,
+    pub count: u32,
+}
+
+/// Everything the engine needs from the config, compiled.
+#[derive(Debug)]
+pub struct Plan {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub models: Vec<Model>,
+    pub counted: Vec<Counted>,
+    /// Distinct `after_inactivity` durations (ms); a timer names one by index.
+    pub inactivity: Vec<i64>,
+}
+
+/// A customer's stage in every model, and the windows its counted rules read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Journey {
+    /// Per model: (stage, event time it was entered).
+    pub stages: Box<[(StageId, i64)]>,
+    pub windows: Box<[CountWindow]>,
+}
+
+/// A stage change in one model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fired {
+    pub model: usize,
+    pub from: StageId,
+    pub to: StageId,
+}
+
+/// What a merge did to one model: both sides' stages and the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Merged {
+    pub model: usize,
+    pub survivor: StageId,
+    pub absorbed: StageId,
+    pub to: StageId,
+}
+
+impl Plan {
+    pub fn new(config: Config) -> Plan {
+        let catalog = Catalog::new(&config);
+        let mut counted: Vec<Counted> = Vec::new();
+        let mut inactivity: Vec<i64> = Vec::new();
+        let models = config
+            .models
+            .iter()
+            .map(|m| {
+                Model::compile(
+                    m,
+                    &catalog,
+                    &mut |matcher, within, count| {
+                        counted.push(Counted {
+                            matcher,
+                            within,
+                            count,
+                        });
+                        counted.len() - 1
+                    },
+                    &mut |d| match inactivity.iter().position(|x| *x == d) {
+                        Some(i) => i,
+                        None => {
+                            inactivity.push(d);
+                            inactivity.len() - 1
+                        }
+                    },
+                )
+            })
+            .collect();
+        Plan {
+            config,
+            catalog,
+            models,
+            counted,
+            inactivity,
+        }
+    }
+
+    /// A new customer's journey: every model at its initial stage since `ts`.
+    pub fn new_journey(&self, ts: i64) -> Journey {
+        Journey {
+            stages: self.models.iter().map(|m| (m.initial, ts)).collect(),
+            windows: self
+                .counted
+                .iter()
+                .map(|_| CountWindow::default())
+                .collect(),
+        }
+    }
+
+    /// Applies one event: records it in the counted windows it matches, then in
+    /// every model fires the first rule whose `from` holds and whose `on` matches.
+    pub fn on_event(
+        &self,
+        j: &mut Journey,
+        t: &Touch,
+        watermark: i64,
+        mut fired: impl FnMut(Fired),
+    ) {
+        for (w, c) in j.windows.iter_mut().zip(&self.counted) {
+            if c.matcher.matches(t) {
+                w.record(t.ts);
+            }
+        }
+        for (mi, m) in self.models.iter().enumerate() {
+            let cur = j.stages[mi].0;
+            for rule in &m.rules {
+                let RuleTrigger::On { matcher, counted } = &rule.trigger else {
+                    continue;
+                };
+                if !rule.holds(cur) || !matcher.matches(t) {
+                    continue;
+                }
+                if let Some(ci) = counted {
+                    let c = &self.counted[*ci];
+                    if j.windows[*ci].count_in(t.ts, c.within) < c.count as usize {
+                        continue;
+                    }
+                }
+                j.stages[mi] = (rule.to, t.ts);
+                fired(Fired {
+                    model: mi,
+                    from: cur,
+                    to: rule.to,
+                });
+                break;
+            }
+        }
+        for (w, c) in j.windows.iter_mut().zip(&self.counted) {
+            w.prune(watermark, c.within, c.count as usize);
+        }
+    }
+
+    /// An inactivity timer fell due: in every model, the first `after_inactivity`
+    /// rule of that duration whose `from` holds fires.
+    pub fn on_timer(&self, j: &mut Journey, timer: usize, due: i64, mut fired: impl FnMut(Fired)) {
+        for (mi, m) in self.models.iter().enumerate() {
+            let cur = j.stages[mi].0;
+            let rule = m.rules.iter().find(|r| {
+                matches!(r.trigger, RuleTrigger::Inactivity { timer: t } if t == timer)
+                    && r.holds(cur)
+            });
+            if let Some(rule) = rule {
+                j.stages[mi] = (rule.to, due);
+                fired(Fired {
+                    model: mi,
+                    from: cur,
+                    to: rule.to,
+                });
+            }
+        }
+    }
+
+    /// Merges `other` into `j`: per model the stage of higher merge rank wins
+    /// (the survivor's on a tie), windows combine.
+    pub fn merge(&self, j: &mut Journey, other: Journey, mut merged: impl FnMut(Merged)) {
+        for (mi, m) in self.models.iter().enumerate() {
+            let (a, a_since) = j.stages[mi];
+            let (b, b_since) = other.stages[mi];
+            let (to, since) = if m.rank[b as usize] > m.rank[a as usize] {
+                (b, b_since)
+            } else if a == b {
+                (a, a_since.min(b_since))
+            } else {
+                (a, a_since)
+            };
+            j.stages[mi] = (to, since);
+            merged(Merged {
+                model: mi,
+                survivor: a,
+                absorbed: b,
+                to,
+            });
+        }
+        for (w, o) in j.windows.iter_mut().zip(other.windows.into_vec()) {
+            w.merge(o);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

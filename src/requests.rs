@@ -1,0 +1,69 @@
+//! NATS request-reply: `journey.query.customer` answers with the same JSON as
+//! `GET /v1/customers/{id}`; `journey.admin.forget` forgets a customer and
+//! answers with what was removed. A request is the id as plain text, or
+//! `{"id": "...", "type": "phone"}`. Unknown ids get `{"error": ...}`.
+
+use crate::api::{forget, lookup, ApiError};
+use crate::ingest::nats::Control;
+use async_nats::Client;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub const QUERY_SUBJECT: &str = "journey.query.customer";
+pub const FORGET_SUBJECT: &str = "journey.admin.forget";
+
+#[derive(Deserialize)]
+struct Request {
+    id: String,
+    #[serde(rename = "type")]
+    id_type: Option<String>,
+}
+
+fn parse(payload: &[u8]) -> Option<(Option<String>, String)> {
+    if let Ok(r) = serde_json::from_slice::<Request>(payload) {
+        return Some((r.id_type, r.id));
+    }
+    let text = std::str::from_utf8(payload).ok()?.trim();
+    (!text.is_empty()).then(|| (None, text.trim_matches('"').to_string()))
+}
+
+fn error_body(e: &ApiError) -> bytes::Bytes {
+    crate::emit::to_bytes(&serde_json::json!({ "error": e.to_string() }))
+}
+
+/// Serves both subjects until `shutdown`.
+pub async fn serve(
+    client: Client,
+    control: mpsc::Sender<Control>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut queries = client.subscribe(QUERY_SUBJECT).await?;
+    let mut forgets = client.subscribe(FORGET_SUBJECT).await?;
+    loop {
+        let (msg, is_forget) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            Some(m) = queries.next() => (m, false),
+            Some(m) = forgets.next() => (m, true),
+            else => return Ok(()),
+        };
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let body = match parse(&msg.payload) {
+            None => error_body(&ApiError::NotFound(String::new())),
+            Some((ty, id)) if is_forget => match forget(&control, ty, id).await {
+                Ok(v) => crate::emit::to_bytes(&serde_json::json!({ "forgotten": v })),
+                Err(e) => error_body(&e),
+            },
+            Some((ty, id)) => match lookup(&control, ty, id).await {
+                Ok(v) => crate::emit::to_bytes(&v),
+                Err(e) => error_body(&e),
+            },
+        };
+        if let Err(e) = client.publish(reply, body).await {
+            tracing::warn!(error = %e, "cannot reply to a request");
+        }
+    }
+}
