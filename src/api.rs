@@ -30,33 +30,19 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/v1/customers/{id}",
-            get(get_customer).delete(delete_customer),
-        )
+        .route("/v1/customers/{id}", get(get_customer).delete(delete_customer))
         .with_state(state)
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: not subscribed to NATS yet\n",
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: not subscribed to NATS yet\n").into_response()
     }
 }
 
@@ -81,80 +67,34 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
     }
 }
 
 /// Looks a customer up through the router.
-pub async fn lookup(
-    control: &mpsc::Sender<Control>,
-    id_type: Option<String>,
-    id: String,
-) -> Result<CustomerView, ApiError> {
+pub async fn lookup(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
     let (tx, rx) = oneshot::channel();
-    control
-        .send(Control::Query {
-            id_type,
-            id: id.clone(),
-            reply: tx,
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
-    let pending = rx
-        .await
-        .map_err(|_| ApiError::Unavailable)?
-        .ok_or_else(|| ApiError::NotFound(id.clone()))?;
-    pending
-        .await
-        .map_err(|_| ApiError::Unavailable)?
-        .ok_or(ApiError::NotFound(id))
+    control.send(Control::Query { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
+    let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
+    pending.await.map_err(|_| ApiError::Unavailable)?.ok_or(ApiError::NotFound(id))
 }
 
 /// Forgets a customer through the router; returns what was removed.
-pub async fn forget(
-    control: &mpsc::Sender<Control>,
-    id_type: Option<String>,
-    id: String,
-) -> Result<CustomerView, ApiError> {
+pub async fn forget(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
     let (tx, rx) = oneshot::channel();
-    control
-        .send(Control::Forget {
-            id_type,
-            id: id.clone(),
-            reply: tx,
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
-    let pending = rx
-        .await
-        .map_err(|_| ApiError::Unavailable)?
-        .ok_or_else(|| ApiError::NotFound(id.clone()))?;
-    let (view, ids) = pending
-        .await
-        .map_err(|_| ApiError::Unavailable)?
-        .ok_or(ApiError::NotFound(id))?;
+    control.send(Control::Forget { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
+    let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
+    let (view, ids) = pending.await.map_err(|_| ApiError::Unavailable)?.ok_or(ApiError::NotFound(id))?;
     // Best effort: stale index entries of a forgotten customer are also skipped lazily.
     let _ = control.try_send(Control::Purge(ids));
     Ok(view)
 }
 
-async fn get_customer(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<IdQuery>,
-) -> Result<Json<CustomerView>, ApiError> {
+async fn get_customer(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<IdQuery>) -> Result<Json<CustomerView>, ApiError> {
     lookup(&s.control, q.id_type, id).await.map(Json)
 }
 
-async fn delete_customer(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<IdQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn delete_customer(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<IdQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let view = forget(&s.control, q.id_type, id).await?;
     Ok(Json(serde_json::json!({ "forgotten": view })))
 }

@@ -48,8 +48,7 @@ impl Catalog {
             id_types: IdTypes::new(&c.identity.priority),
         };
         for (name, mode) in &c.channels {
-            cat.channel_index
-                .insert(name.clone(), cat.channel_names.len() as ChannelId);
+            cat.channel_index.insert(name.clone(), cat.channel_names.len() as ChannelId);
             cat.channel_names.push(name.clone());
             cat.channel_modes.push(Some(*mode));
         }
@@ -76,14 +75,11 @@ impl Catalog {
                 kinds.extend(m.kind.names());
             }
         }
-        if let Some(s) = &c.segments {
-            kinds.extend(s.purchase_kinds.iter().map(String::as_str));
-            kinds.extend(s.engagement_kinds.iter().map(String::as_str));
-        }
+        kinds.extend(c.segments.purchase_kinds.iter().map(String::as_str));
+        kinds.extend(c.segments.engagement_kinds.iter().map(String::as_str));
         for k in kinds {
             if k != "*" && k != "other" && !cat.kind_index.contains_key(k) {
-                cat.kind_index
-                    .insert(k.to_string(), cat.kind_names.len() as KindId);
+                cat.kind_index.insert(k.to_string(), cat.kind_names.len() as KindId);
                 cat.kind_names.push(k.to_string());
             }
         }
@@ -110,9 +106,7 @@ impl Catalog {
     }
 
     pub fn channel_name(&self, id: ChannelId) -> &str {
-        self.channel_names
-            .get(id as usize)
-            .map_or("other", String::as_str)
+        self.channel_names.get(id as usize).map_or("other", String::as_str)
     }
 
     pub fn channel_mode(&self, id: ChannelId) -> Option<ServiceMode> {
@@ -120,9 +114,7 @@ impl Catalog {
     }
 
     pub fn kind_name(&self, id: KindId) -> &str {
-        self.kind_names
-            .get(id as usize)
-            .map_or("other", String::as_str)
+        self.kind_names.get(id as usize).map_or("other", String::as_str)
     }
 
     pub fn channel_count(&self) -> usize {
@@ -135,17 +127,11 @@ impl Catalog {
 
     /// Every channel name with its id, `none` and `other` included.
     pub fn channels(&self) -> impl Iterator<Item = (ChannelId, &str)> {
-        self.channel_names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (i as ChannelId, n.as_str()))
+        self.channel_names.iter().enumerate().map(|(i, n)| (i as ChannelId, n.as_str()))
     }
 
     pub fn kinds(&self) -> impl Iterator<Item = (KindId, &str)> {
-        self.kind_names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (i as KindId, n.as_str()))
+        self.kind_names.iter().enumerate().map(|(i, n)| (i as KindId, n.as_str()))
     }
 }
 
@@ -164,9 +150,7 @@ struct IdTypesInner {
 
 impl IdTypes {
     fn new(priority: &[String]) -> IdTypes {
-        let t = IdTypes {
-            inner: Arc::default(),
-        };
+        let t = IdTypes { inner: Arc::default() };
         for p in priority {
             t.intern(p);
         }
@@ -175,13 +159,7 @@ impl IdTypes {
 
     /// The id of an id type, interning it if new; `None` past [`MAX_ID_TYPES`].
     pub fn intern(&self, name: &str) -> Option<IdTypeId> {
-        if let Some(id) = self
-            .inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .index
-            .get(name)
-        {
+        if let Some(id) = self.inner.read().unwrap_or_else(|p| p.into_inner()).index.get(name) {
             return Some(*id);
         }
         let mut w = self.inner.write().unwrap_or_else(|p| p.into_inner());
@@ -199,32 +177,14 @@ impl IdTypes {
     }
 
     pub fn lookup(&self, name: &str) -> Option<IdTypeId> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .index
-            .get(name)
-            .copied()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).index.get(name).copied()
     }
 
     pub fn name(&self, id: IdTypeId) -> Arc<str> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .names
-            .get(id as usize)
-            .cloned()
-            .unwrap_or_else(|| Arc::from("unknown"))
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).names.get(id as usize).cloned().unwrap_or_else(|| Arc::from("unknown"))
     }
 
     pub fn all(&self) -> Vec<(IdTypeId, Arc<str>)> {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (i as IdTypeId, n.clone()))
-            .collect()
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).names.iter().enumerate().map(|(i, n)| (i as IdTypeId, n.clone())).collect()
     }
 }

@@ -60,20 +60,10 @@ impl TransitionSubjects {
             .models
             .iter()
             .map(|m| {
-                m.stages
-                    .iter()
-                    .flat_map(|from| {
-                        m.stages.iter().map(move |to| {
-                            Subject::from(format!("journey.transition.{}.{from}.{to}", m.name))
-                        })
-                    })
-                    .collect()
+                m.stages.iter().flat_map(|from| m.stages.iter().map(move |to| Subject::from(format!("journey.transition.{}.{from}.{to}", m.name)))).collect()
             })
             .collect();
-        TransitionSubjects {
-            per_model,
-            stages: plan.models.iter().map(|m| m.stages.len()).collect(),
-        }
+        TransitionSubjects { per_model, stages: plan.models.iter().map(|m| m.stages.len()).collect() }
     }
 
     pub fn get(&self, model: usize, from: u16, to: u16) -> Subject {

@@ -81,10 +81,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
-        Rejection {
-            reason,
-            detail: detail.into(),
-        }
+        Rejection { reason, detail: detail.into() }
     }
 }
 
@@ -129,9 +126,7 @@ impl BlockedIds {
     const BUILTIN: [&'static str; 6] = ["", "null", "undefined", "0", "anonymous", "none"];
 
     pub fn new(extra: &[String]) -> BlockedIds {
-        BlockedIds {
-            extra: extra.to_vec(),
-        }
+        BlockedIds { extra: extra.to_vec() }
     }
 
     pub fn is_blocked(&self, value: &str) -> bool {
@@ -144,9 +139,7 @@ impl BlockedIds {
 pub fn subject_parts(subject: &str) -> (Option<&str>, Option<&str>) {
     let mut it = subject.split('.');
     match (it.next(), it.next(), it.next(), it.next()) {
-        (Some("touch"), Some(ch), Some(kind), None) if !ch.is_empty() && !kind.is_empty() => {
-            (Some(ch), Some(kind))
-        }
+        (Some("touch"), Some(ch), Some(kind), None) if !ch.is_empty() && !kind.is_empty() => (Some(ch), Some(kind)),
         _ => (None, None),
     }
 }
@@ -172,25 +165,13 @@ struct Wire<'a> {
 }
 
 /// Decodes one event. `subject` is `None` for subject-less input (NDJSON replay).
-pub fn decode<'a>(
-    payload: &'a [u8],
-    subject: Option<&str>,
-    now_ms: i64,
-    cx: &DecodeContext<'_>,
-) -> Result<Decoded<'a>, Rejection> {
+pub fn decode<'a>(payload: &'a [u8], subject: Option<&str>, now_ms: i64, cx: &DecodeContext<'_>) -> Result<Decoded<'a>, Rejection> {
     if payload.len() > cx.max_event_bytes {
-        return Err(Rejection::new(
-            RejectReason::Oversized,
-            format!("{} bytes, limit {}", payload.len(), cx.max_event_bytes),
-        ));
+        return Err(Rejection::new(RejectReason::Oversized, format!("{} bytes, limit {}", payload.len(), cx.max_event_bytes)));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|_| Rejection::new(RejectReason::NotJson, "payload is not UTF-8"))?;
+    let text = std::str::from_utf8(payload).map_err(|_| Rejection::new(RejectReason::NotJson, "payload is not UTF-8"))?;
     if !text.trim_start().starts_with('{') {
-        return Err(Rejection::new(
-            RejectReason::NotJson,
-            "payload is not a JSON object",
-        ));
+        return Err(Rejection::new(RejectReason::NotJson, "payload is not a JSON object"));
     }
     let wire: Wire<'a> = serde_json::from_str(text).map_err(|e| {
         // A JSON document that is not an object (or has a duplicate key) is still "not an event object".
@@ -202,10 +183,7 @@ pub fn decode<'a>(
     }
     let ts = parse_ts(wire.ts.ok_or_else(|| missing("ts"))?)?;
     if ts > now_ms.saturating_add(cx.max_future_skew_ms) {
-        return Err(Rejection::new(
-            RejectReason::FutureTimestamp,
-            format!("ts {ts} is {} ms ahead of the clock", ts - now_ms),
-        ));
+        return Err(Rejection::new(RejectReason::FutureTimestamp, format!("ts {ts} is {} ms ahead of the clock", ts - now_ms)));
     }
     let ids = parse_ids(wire.ids.ok_or_else(|| missing("ids"))?, cx.blocked)?;
 
@@ -214,12 +192,10 @@ pub fn decode<'a>(
     let payload_kind = optional_str("kind", wire.kind)?;
     let channel_name = pick("channel", subj_channel, payload_channel.as_deref())?;
     let kind_name = pick("kind", subj_kind, payload_kind.as_deref())?;
-    let channel = cx.catalog.channel(channel_name).ok_or_else(|| {
-        Rejection::new(
-            RejectReason::UnknownChannel,
-            format!("channel `{channel_name}` is not in [channels]"),
-        )
-    })?;
+    let channel = cx
+        .catalog
+        .channel(channel_name)
+        .ok_or_else(|| Rejection::new(RejectReason::UnknownChannel, format!("channel `{channel_name}` is not in [channels]")))?;
     let kind = cx.catalog.kind(kind_name);
 
     let value = match wire.value {
@@ -234,20 +210,10 @@ pub fn decode<'a>(
         None if kind == cx.catalog.kind_consent => return Err(missing("attrs")),
         None => None,
         Some(raw) if !raw.get().starts_with('{') => return Err(wrong_type("attrs", "an object")),
-        Some(raw) if kind == cx.catalog.kind_consent => {
-            Some(Box::new(parse_consent(raw, cx.catalog)?))
-        }
+        Some(raw) if kind == cx.catalog.kind_consent => Some(Box::new(parse_consent(raw, cx.catalog)?)),
         Some(_) => None,
     };
-    Ok(Decoded {
-        id,
-        ts,
-        ids,
-        channel,
-        kind,
-        value,
-        consent,
-    })
+    Ok(Decoded { id, ts, ids, channel, kind, value, consent })
 }
 
 fn missing(field: &str) -> Rejection {
@@ -255,10 +221,7 @@ fn missing(field: &str) -> Rejection {
 }
 
 fn wrong_type(field: &str, expected: &str) -> Rejection {
-    Rejection::new(
-        RejectReason::WrongType,
-        format!("`{field}` must be {expected}"),
-    )
+    Rejection::new(RejectReason::WrongType, format!("`{field}` must be {expected}"))
 }
 
 /// A JSON string, borrowed when it has no escapes.
@@ -277,25 +240,14 @@ fn required_str<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, st
     json_str(raw.ok_or_else(|| missing(field))?).ok_or_else(|| wrong_type(field, "a string"))
 }
 
-fn optional_str<'a>(
-    field: &str,
-    raw: Option<&'a RawValue>,
-) -> Result<Option<Cow<'a, str>>, Rejection> {
-    raw.map(|r| json_str(r).ok_or_else(|| wrong_type(field, "a string")))
-        .transpose()
+fn optional_str<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, Rejection> {
+    raw.map(|r| json_str(r).ok_or_else(|| wrong_type(field, "a string"))).transpose()
 }
 
 /// The subject's value and the payload's must agree; either alone is enough.
-fn pick<'s>(
-    field: &str,
-    from_subject: Option<&'s str>,
-    from_payload: Option<&'s str>,
-) -> Result<&'s str, Rejection> {
+fn pick<'s>(field: &str, from_subject: Option<&'s str>, from_payload: Option<&'s str>) -> Result<&'s str, Rejection> {
     match (from_subject, from_payload) {
-        (Some(s), Some(p)) if s != p => Err(Rejection::new(
-            RejectReason::SubjectMismatch,
-            format!("subject says {field} `{s}`, payload says `{p}`"),
-        )),
+        (Some(s), Some(p)) if s != p => Err(Rejection::new(RejectReason::SubjectMismatch, format!("subject says {field} `{s}`, payload says `{p}`"))),
         (_, Some(v)) | (Some(v), None) => Ok(v),
         (None, None) => Err(missing(field)),
     }
@@ -307,12 +259,7 @@ pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
     if let Some(s) = json_str(raw) {
         return chrono::DateTime::parse_from_rfc3339(&s)
             .map(|t| t.timestamp_millis())
-            .map_err(|e| {
-                Rejection::new(
-                    RejectReason::InvalidTimestamp,
-                    format!("`ts` `{s}` is not RFC 3339: {e}"),
-                )
-            });
+            .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("`ts` `{s}` is not RFC 3339: {e}")));
     }
     let ms = match text.parse::<i64>() {
         Ok(ms) => ms,
@@ -322,10 +269,7 @@ pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
         },
     };
     if ms < 0 {
-        return Err(Rejection::new(
-            RejectReason::InvalidTimestamp,
-            "`ts` is before 1970",
-        ));
+        return Err(Rejection::new(RejectReason::InvalidTimestamp, "`ts` is before 1970"));
     }
     Ok(ms)
 }
@@ -376,15 +320,11 @@ impl<'de> Deserialize<'de> for IdsMap<'de> {
     }
 }
 
-fn parse_ids<'a>(
-    raw: &'a RawValue,
-    blocked: &BlockedIds,
-) -> Result<SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>, Rejection> {
+fn parse_ids<'a>(raw: &'a RawValue, blocked: &BlockedIds) -> Result<SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>, Rejection> {
     if !raw.get().starts_with('{') {
         return Err(wrong_type("ids", "an object of id type to id string"));
     }
-    let map: IdsMap<'a> = serde_json::from_str(raw.get())
-        .map_err(|_| wrong_type("ids", "an object of id type to id string"))?;
+    let map: IdsMap<'a> = serde_json::from_str(raw.get()).map_err(|_| wrong_type("ids", "an object of id type to id string"))?;
     if map.0.is_empty() {
         return Err(Rejection::new(RejectReason::EmptyIds, "`ids` has no entry"));
     }
@@ -402,10 +342,7 @@ fn parse_ids<'a>(
         }
     }
     if out.is_empty() {
-        return Err(Rejection::new(
-            RejectReason::NoUsableId,
-            "every id in `ids` is a blocked placeholder value",
-        ));
+        return Err(Rejection::new(RejectReason::NoUsableId, "every id in `ids` is a blocked placeholder value"));
     }
     Ok(out)
 }
@@ -421,8 +358,7 @@ struct ConsentWire<'a> {
 }
 
 fn parse_consent(raw: &RawValue, catalog: &Catalog) -> Result<ConsentChange, Rejection> {
-    let w: ConsentWire =
-        serde_json::from_str(raw.get()).map_err(|_| wrong_type("attrs", "an object"))?;
+    let w: ConsentWire = serde_json::from_str(raw.get()).map_err(|_| wrong_type("attrs", "an object"))?;
     let purpose = required_str("attrs.purpose", w.purpose)?;
     let channel = required_str("attrs.channel", w.channel)?;
     let granted = match w.granted.map(RawValue::get) {
@@ -434,18 +370,13 @@ fn parse_consent(raw: &RawValue, catalog: &Catalog) -> Result<ConsentChange, Rej
     let channel = if channel == "*" {
         None
     } else {
-        Some(catalog.channel(&channel).ok_or_else(|| {
-            Rejection::new(
-                RejectReason::UnknownChannel,
-                format!("consent channel `{channel}` is not in [channels]"),
-            )
-        })?)
+        Some(
+            catalog
+                .channel(&channel)
+                .ok_or_else(|| Rejection::new(RejectReason::UnknownChannel, format!("consent channel `{channel}` is not in [channels]")))?,
+        )
     };
-    Ok(ConsentChange {
-        purpose: purpose.into(),
-        channel,
-        granted,
-    })
+    Ok(ConsentChange { purpose: purpose.into(), channel, granted })
 }
 
 #[cfg(test)]
@@ -458,59 +389,25 @@ mod tests {
         Catalog::new(&c)
     }
 
-    fn run(
-        payload: &str,
-        subject: Option<&str>,
-    ) -> Result<(String, i64, usize, String, String), RejectReason> {
+    fn run(payload: &str, subject: Option<&str>) -> Result<(String, i64, usize, String, String), RejectReason> {
         let cat = catalog();
         let blocked = BlockedIds::new(&[]);
-        let cx = DecodeContext {
-            catalog: &cat,
-            max_event_bytes: 1024,
-            max_future_skew_ms: 60_000,
-            blocked: &blocked,
-        };
+        let cx = DecodeContext { catalog: &cat, max_event_bytes: 1024, max_future_skew_ms: 60_000, blocked: &blocked };
         decode(payload.as_bytes(), subject, 1_800_000_000_000, &cx)
-            .map(|d| {
-                (
-                    d.id.into_owned(),
-                    d.ts,
-                    d.ids.len(),
-                    cat.channel_name(d.channel).to_string(),
-                    cat.kind_name(d.kind).to_string(),
-                )
-            })
+            .map(|d| (d.id.into_owned(), d.ts, d.ids.len(), cat.channel_name(d.channel).to_string(), cat.kind_name(d.kind).to_string()))
             .map_err(|r| r.reason)
     }
 
     #[test]
     fn decodes_the_design_example() {
         let p = r#"{"id":"evt-8f2c","ts":1732233600123,"ids":{"user_id":"u-17","anonymous_id":"dev-9f"},"channel":"app","kind":"purchase","value":129.0,"campaign":"spring","attrs":{"sku":"x"}}"#;
-        assert_eq!(
-            run(p, Some("touch.app.purchase")),
-            Ok((
-                "evt-8f2c".into(),
-                1732233600123,
-                2,
-                "app".into(),
-                "purchase".into()
-            ))
-        );
+        assert_eq!(run(p, Some("touch.app.purchase")), Ok(("evt-8f2c".into(), 1732233600123, 2, "app".into(), "purchase".into())));
     }
 
     #[test]
     fn channel_and_kind_may_come_from_the_subject_alone() {
         let p = r#"{"id":"e","ts":"2024-11-22T00:00:00.123Z","ids":{"user_id":"u"}}"#;
-        assert_eq!(
-            run(p, Some("touch.sms.purchase")),
-            Ok((
-                "e".into(),
-                1732233600123,
-                1,
-                "sms".into(),
-                "purchase".into()
-            ))
-        );
+        assert_eq!(run(p, Some("touch.sms.purchase")), Ok(("e".into(), 1732233600123, 1, "sms".into(), "purchase".into())));
     }
 
     #[test]
@@ -524,61 +421,17 @@ mod tests {
         let cases = [
             ("nope", None, RejectReason::NotJson),
             ("[1,2]", None, RejectReason::NotJson),
-            (
-                r#"{"ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
-                None,
-                RejectReason::MissingField,
-            ),
-            (
-                r#"{"id":5,"ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
-                None,
-                RejectReason::WrongType,
-            ),
-            (
-                r#"{"id":"e","ts":"yesterday","ids":{"u":"1"},"channel":"app","kind":"k"}"#,
-                None,
-                RejectReason::InvalidTimestamp,
-            ),
-            (
-                r#"{"id":"e","ts":1,"ids":{},"channel":"app","kind":"k"}"#,
-                None,
-                RejectReason::EmptyIds,
-            ),
-            (
-                r#"{"id":"e","ts":1,"ids":{"u":"null","v":""},"channel":"app","kind":"k"}"#,
-                None,
-                RejectReason::NoUsableId,
-            ),
-            (
-                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
-                Some("touch.sms.k"),
-                RejectReason::SubjectMismatch,
-            ),
-            (
-                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"fax","kind":"k"}"#,
-                None,
-                RejectReason::UnknownChannel,
-            ),
-            (
-                r#"{"id":"e","ts":9999999999999,"ids":{"u":"1"},"channel":"app","kind":"k"}"#,
-                None,
-                RejectReason::FutureTimestamp,
-            ),
-            (
-                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"k","value":"12"}"#,
-                None,
-                RejectReason::WrongType,
-            ),
-            (
-                r#"{"id":"e","ts":1,"ids":{"u":1},"channel":"app","kind":"k"}"#,
-                None,
-                RejectReason::WrongType,
-            ),
-            (
-                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app"}"#,
-                None,
-                RejectReason::MissingField,
-            ),
+            (r#"{"ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#, None, RejectReason::MissingField),
+            (r#"{"id":5,"ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#, None, RejectReason::WrongType),
+            (r#"{"id":"e","ts":"yesterday","ids":{"u":"1"},"channel":"app","kind":"k"}"#, None, RejectReason::InvalidTimestamp),
+            (r#"{"id":"e","ts":1,"ids":{},"channel":"app","kind":"k"}"#, None, RejectReason::EmptyIds),
+            (r#"{"id":"e","ts":1,"ids":{"u":"null","v":""},"channel":"app","kind":"k"}"#, None, RejectReason::NoUsableId),
+            (r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"k"}"#, Some("touch.sms.k"), RejectReason::SubjectMismatch),
+            (r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"fax","kind":"k"}"#, None, RejectReason::UnknownChannel),
+            (r#"{"id":"e","ts":9999999999999,"ids":{"u":"1"},"channel":"app","kind":"k"}"#, None, RejectReason::FutureTimestamp),
+            (r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"k","value":"12"}"#, None, RejectReason::WrongType),
+            (r#"{"id":"e","ts":1,"ids":{"u":1},"channel":"app","kind":"k"}"#, None, RejectReason::WrongType),
+            (r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app"}"#, None, RejectReason::MissingField),
             (
                 r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":{"purpose":"marketing","channel":"sms"}}"#,
                 None,
@@ -588,10 +441,7 @@ mod tests {
         for (p, s, want) in cases {
             assert_eq!(run(p, s).map(|_| ()), Err(want), "{p}");
         }
-        let big = format!(
-            r#"{{"id":"e","ts":1,"ids":{{"u":"1"}},"channel":"app","kind":"k","campaign":"{}"}}"#,
-            "x".repeat(2000)
-        );
+        let big = format!(r#"{{"id":"e","ts":1,"ids":{{"u":"1"}},"channel":"app","kind":"k","campaign":"{}"}}"#, "x".repeat(2000));
         assert_eq!(run(&big, None).map(|_| ()), Err(RejectReason::Oversized));
     }
 
@@ -605,21 +455,9 @@ mod tests {
     fn consent_event_carries_its_change() {
         let cat = catalog();
         let blocked = BlockedIds::new(&[]);
-        let cx = DecodeContext {
-            catalog: &cat,
-            max_event_bytes: 1024,
-            max_future_skew_ms: 0,
-            blocked: &blocked,
-        };
+        let cx = DecodeContext { catalog: &cat, max_event_bytes: 1024, max_future_skew_ms: 0, blocked: &blocked };
         let p = r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"sms","kind":"consent","attrs":{"purpose":"marketing","channel":"*","granted":false}}"#;
         let d = decode(p.as_bytes(), None, 10, &cx).unwrap();
-        assert_eq!(
-            *d.consent.unwrap(),
-            ConsentChange {
-                purpose: "marketing".into(),
-                channel: None,
-                granted: false
-            }
-        );
+        assert_eq!(*d.consent.unwrap(), ConsentChange { purpose: "marketing".into(), channel: None, granted: false });
     }
 }

@@ -68,11 +68,7 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(cfg: &IdentityConfig, types: IdTypes) -> Resolver {
-        let limits = cfg
-            .max_ids_per_type
-            .iter()
-            .filter_map(|(t, n)| types.intern(t).map(|id| (id, (*n).min(255))))
-            .collect();
+        let limits = cfg.max_ids_per_type.iter().filter_map(|(t, n)| types.intern(t).map(|id| (id, (*n).min(255)))).collect();
         Resolver {
             index: FxHashMap::default(),
             parent: Vec::new(),
@@ -133,12 +129,9 @@ impl Resolver {
         let mut roots: SmallVec<[u32; 2]> = SmallVec::new();
         let mut fresh: SmallVec<[(IdTypeId, u64, usize); 4]> = SmallVec::new();
         for (i, (ty, value)) in ids.iter().enumerate() {
-            let t = self.type_id(ty).ok_or_else(|| {
-                Rejection::new(
-                    RejectReason::TooManyIdTypes,
-                    format!("id type `{ty}` is past the limit of distinct id types"),
-                )
-            })?;
+            let t = self
+                .type_id(ty)
+                .ok_or_else(|| Rejection::new(RejectReason::TooManyIdTypes, format!("id type `{ty}` is past the limit of distinct id types")))?;
             let h = id_hash(t, value);
             match self.index.get(&h).copied().and_then(|k| self.find(k)) {
                 Some(r) if !roots.contains(&r) => roots.push(r),
@@ -147,35 +140,16 @@ impl Resolver {
             }
         }
         // Guard rails over the group this event would make.
-        let size: u64 = roots
-            .iter()
-            .map(|r| self.size[*r as usize] as u64)
-            .sum::<u64>()
-            + fresh.len() as u64;
+        let size: u64 = roots.iter().map(|r| self.size[*r as usize] as u64).sum::<u64>() + fresh.len() as u64;
         if size > self.max_group as u64 {
-            return Err(Rejection::new(
-                RejectReason::GroupLimit,
-                format!(
-                    "linking would make a customer of {size} ids (limit {})",
-                    self.max_group
-                ),
-            ));
+            return Err(Rejection::new(RejectReason::GroupLimit, format!("linking would make a customer of {size} ids (limit {})", self.max_group)));
         }
         for (li, (t, max)) in self.limits.iter().enumerate() {
-            let have: u32 = roots
-                .iter()
-                .map(|r| self.limited[self.limit_slot(*r, li)] as u32)
-                .sum();
+            let have: u32 = roots.iter().map(|r| self.limited[self.limit_slot(*r, li)] as u32).sum();
             let adding = fresh.iter().filter(|(ft, _, _)| ft == t).count() as u32;
             if have + adding > *max {
                 let name = self.types.name(*t);
-                return Err(Rejection::new(
-                    RejectReason::IdentityConflict,
-                    format!(
-                        "would link {} different `{name}` ids (limit {max})",
-                        have + adding
-                    ),
-                ));
+                return Err(Rejection::new(RejectReason::IdentityConflict, format!("would link {} different `{name}` ids (limit {max})", have + adding)));
             }
         }
         // Commit.
@@ -187,13 +161,10 @@ impl Resolver {
                 let k = u32::try_from(self.parent.len())
                     .ok()
                     .filter(|k| *k != DEAD)
-                    .ok_or_else(|| {
-                        Rejection::new(RejectReason::GroupLimit, "customer key space exhausted")
-                    })?;
+                    .ok_or_else(|| Rejection::new(RejectReason::GroupLimit, "customer key space exhausted"))?;
                 self.parent.push(k);
                 self.size.push(0);
-                self.limited
-                    .extend(std::iter::repeat_n(0, self.limits.len()));
+                self.limited.extend(std::iter::repeat_n(0, self.limits.len()));
                 self.live += 1;
                 k
             }
@@ -219,12 +190,7 @@ impl Resolver {
             }
             new_ids.push((t, Box::from(ids[i].1.as_ref())));
         }
-        Ok(Resolved {
-            key,
-            created,
-            absorbed,
-            new_ids,
-        })
+        Ok(Resolved { key, created, absorbed, new_ids })
     }
 
     /// The customer an id belongs to. `ty` `None` tries every id type in priority order.
@@ -233,12 +199,7 @@ impl Resolver {
             Some(t) => vec![self.types.lookup(t)?],
             None => self.types.all().into_iter().map(|(id, _)| id).collect(),
         };
-        types.into_iter().find_map(|t| {
-            self.index
-                .get(&id_hash(t, value))
-                .copied()
-                .and_then(|k| self.find(k))
-        })
+        types.into_iter().find_map(|t| self.index.get(&id_hash(t, value)).copied().and_then(|k| self.find(k)))
     }
 
     /// Forgets a customer: its ids resolve to nobody from now on.
@@ -267,10 +228,7 @@ impl Resolver {
 
     /// Approximate bytes held by the index, for the memory benchmark.
     pub fn heap_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
-            + self.parent.capacity() * 4
-            + self.size.capacity() * 4
-            + self.limited.capacity()
+        self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1) + self.parent.capacity() * 4 + self.size.capacity() * 4 + self.limited.capacity()
     }
 }
 
@@ -280,19 +238,12 @@ mod tests {
     use crate::config;
 
     fn resolver(extra: &str) -> Resolver {
-        let c = config::parse(&format!(
-            "[identity]\npriority = [\"user_id\", \"phone\", \"anonymous_id\"]\n{extra}"
-        ))
-        .unwrap()
-        .config;
+        let c = config::parse(&format!("[identity]\npriority = [\"user_id\", \"phone\", \"anonymous_id\"]\n{extra}")).unwrap().config;
         Resolver::new(&c.identity, crate::catalog::Catalog::new(&c).id_types)
     }
 
     fn ids<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
-        pairs
-            .iter()
-            .map(|(t, v)| (Cow::Borrowed(*t), Cow::Borrowed(*v)))
-            .collect()
+        pairs.iter().map(|(t, v)| (Cow::Borrowed(*t), Cow::Borrowed(*v))).collect()
     }
 
     #[test]
@@ -300,9 +251,7 @@ mod tests {
         let mut r = resolver("");
         let a = r.resolve(&ids(&[("anonymous_id", "dev-1")])).unwrap();
         assert!(a.created);
-        let b = r
-            .resolve(&ids(&[("anonymous_id", "dev-1"), ("user_id", "u-1")]))
-            .unwrap();
+        let b = r.resolve(&ids(&[("anonymous_id", "dev-1"), ("user_id", "u-1")])).unwrap();
         assert_eq!(b.key, a.key);
         assert!(!b.created);
         assert_eq!(b.new_ids.len(), 1);
@@ -315,9 +264,7 @@ mod tests {
         let mut r = resolver("");
         let a = r.resolve(&ids(&[("anonymous_id", "dev-1")])).unwrap().key;
         let b = r.resolve(&ids(&[("phone", "+1")])).unwrap().key;
-        let m = r
-            .resolve(&ids(&[("anonymous_id", "dev-1"), ("phone", "+1")]))
-            .unwrap();
+        let m = r.resolve(&ids(&[("anonymous_id", "dev-1"), ("phone", "+1")])).unwrap();
         assert_eq!(m.key, a);
         assert_eq!(m.absorbed.as_slice(), &[b]);
         assert_eq!(r.lookup(Some("phone"), "+1"), Some(a));
@@ -327,20 +274,13 @@ mod tests {
     #[test]
     fn second_user_id_is_an_identity_conflict_and_links_nothing() {
         let mut r = resolver("max_ids_per_type = { user_id = 1 }\n");
-        let a = r
-            .resolve(&ids(&[("user_id", "u-1"), ("anonymous_id", "d")]))
-            .unwrap()
-            .key;
+        let a = r.resolve(&ids(&[("user_id", "u-1"), ("anonymous_id", "d")])).unwrap().key;
         let b = r.resolve(&ids(&[("user_id", "u-2")])).unwrap().key;
-        let err = r
-            .resolve(&ids(&[("anonymous_id", "d"), ("user_id", "u-2")]))
-            .unwrap_err();
+        let err = r.resolve(&ids(&[("anonymous_id", "d"), ("user_id", "u-2")])).unwrap_err();
         assert_eq!(err.reason, RejectReason::IdentityConflict);
         assert_eq!(r.lookup(None, "u-2"), Some(b));
         assert_eq!(r.lookup(None, "d"), Some(a));
-        let err = r
-            .resolve(&ids(&[("anonymous_id", "d"), ("user_id", "u-3")]))
-            .unwrap_err();
+        let err = r.resolve(&ids(&[("anonymous_id", "d"), ("user_id", "u-3")])).unwrap_err();
         assert_eq!(err.reason, RejectReason::IdentityConflict);
         assert_eq!(r.lookup(None, "u-3"), None);
     }
@@ -348,11 +288,8 @@ mod tests {
     #[test]
     fn group_size_is_bounded() {
         let mut r = resolver("max_group_size = 2\n");
-        r.resolve(&ids(&[("anonymous_id", "a"), ("phone", "p")]))
-            .unwrap();
-        let err = r
-            .resolve(&ids(&[("anonymous_id", "a"), ("user_id", "u")]))
-            .unwrap_err();
+        r.resolve(&ids(&[("anonymous_id", "a"), ("phone", "p")])).unwrap();
+        let err = r.resolve(&ids(&[("anonymous_id", "a"), ("user_id", "u")])).unwrap_err();
         assert_eq!(err.reason, RejectReason::GroupLimit);
     }
 

@@ -57,23 +57,15 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
     let latency = Arc::new(LatencyHub::default());
     let cfg = &plan.config;
 
-    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
-        .await
-        .with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen).await.with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
     let ready = Arc::new(AtomicBool::new(false));
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
-    let state = api::AppState {
-        metrics: metrics.clone(),
-        latency: latency.clone(),
-        ready: ready.clone(),
-        control: control_tx.clone(),
-    };
+    let state = api::AppState { metrics: metrics.clone(), latency: latency.clone(), ready: ready.clone(), control: control_tx.clone() };
     let http_stop = CancellationToken::new();
     let http = {
         let stop = http_stop.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(listener, api::app(state))
-                .with_graceful_shutdown(async move { stop.cancelled().await });
+            let serve = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
@@ -82,26 +74,14 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
     tracing::info!(listen = %cfg.http.listen, "HTTP listening");
 
     let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
-    let (engine, mut router) = Engine::start(
-        plan.clone(),
-        metrics.clone(),
-        latency.clone(),
-        Sink::Nats(client.clone()),
-    );
+    let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Nats(client.clone()));
     let subs = ingest::nats::subscribe(&client, &cfg.nats.subjects).await?;
-    client
-        .flush()
-        .await
-        .context("flushing subscriptions to NATS")?;
+    client.flush().await.context("flushing subscriptions to NATS")?;
     ready.store(true, Ordering::Release);
     tracing::info!(subjects = ?cfg.nats.subjects, url = %cfg.nats.url, "subscribed; journeyd is ready");
 
     let background = CancellationToken::new();
-    let requests = tokio::spawn(requests::serve(
-        client.clone(),
-        control_tx.clone(),
-        background.clone(),
-    ));
+    let requests = tokio::spawn(requests::serve(client.clone(), control_tx.clone(), background.clone()));
     let exporter = {
         let (latency, metrics, stop) = (latency.clone(), metrics.clone(), background.clone());
         tokio::spawn(async move {
@@ -115,12 +95,7 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
         })
     };
 
-    let burst = plan
-        .config
-        .engine
-        .batch_size
-        .unwrap_or(engine::DEFAULT_BATCH)
-        * 4;
+    let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     ingest::nats::run(&client, &mut router, subs, control_rx, shutdown, burst).await;
     ready.store(false, Ordering::Release);
     background.cancel();
@@ -132,9 +107,6 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
     let _ = exporter.await;
     http_stop.cancel();
     let _ = http.await;
-    tracing::info!(
-        customers = shards.iter().map(|s| s.customers).sum::<usize>(),
-        "journeyd stopped"
-    );
+    tracing::info!(customers = shards.iter().map(|s| s.customers).sum::<usize>(), "journeyd stopped");
     Ok(RunReport { shards })
 }

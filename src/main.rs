@@ -9,11 +9,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "journeyd",
-    version,
-    about = "Streaming customer-journey processor: NATS touchpoints in; journey transitions and channel-effect metrics out"
-)]
+#[command(name = "journeyd", version, about = "Streaming customer-journey processor: NATS touchpoints in; journey transitions and channel-effect metrics out")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,25 +54,20 @@ fn load(path: &std::path::Path) -> anyhow::Result<config::Config> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JOURNEYD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOURNEYD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 fn on_signals(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot install SIGTERM handler");
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install SIGTERM handler");
+                return;
+            }
+        };
         for n in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
@@ -95,10 +86,7 @@ fn on_signals(token: CancellationToken) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("journeyd: cannot start the runtime: {e}");
@@ -130,12 +118,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     println!("{}: {w}", file.display());
                 }
                 let plan = journeyd::model::Plan::new(loaded.config);
-                println!(
-                    "{}: ok ({} models, {} warnings)",
-                    file.display(),
-                    plan.models.len(),
-                    loaded.warnings.len()
-                );
+                println!("{}: ok ({} models, {} warnings)", file.display(), plan.models.len(), loaded.warnings.len());
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -143,17 +126,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Replay {
-            config,
-            events,
-            format,
-        } => {
+        Command::Replay { config, events, format } => {
             let cfg = load(&config)?;
-            let summary = journeyd::replay::replay(cfg, &events, |line, reason, detail| {
-                eprintln!("{}:{line}: {reason}: {detail}", events.display())
-            })
-            .await
-            .with_context(|| format!("replaying {}", events.display()))?;
+            let summary = journeyd::replay::replay(cfg, &events, |line, reason, detail| eprintln!("{}:{line}: {reason}: {detail}", events.display()))
+                .await
+                .with_context(|| format!("replaying {}", events.display()))?;
             match format {
                 Format::Text => print!("{}", summary.to_text()),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),

@@ -52,37 +52,22 @@ pub struct StageCount {
 }
 
 /// Replays `path`; bad lines go to `on_bad(line_number, reason, detail)`.
-pub async fn replay(
-    config: Config,
-    path: &Path,
-    mut on_bad: impl FnMut(u64, &str, &str),
-) -> anyhow::Result<Summary> {
+pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &str, &str)) -> anyhow::Result<Summary> {
     let plan = Arc::new(Plan::new(config));
     let metrics = Arc::new(Metrics::new(&plan));
     let latency = Arc::new(LatencyHub::default());
-    let (engine, mut router) = Engine::start(
-        plan.clone(),
-        metrics.clone(),
-        latency.clone(),
-        Sink::Discard,
-    );
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
+    let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Discard);
+    let mut file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
     let started = Instant::now();
     let now_ms = crate::ingest::nats::wall_ms();
-    let (mut lines, mut bytes, mut applied, mut refused, mut late, mut dups) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut lines, mut bytes, mut applied, mut refused, mut late, mut dups) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut buf = BytesMut::with_capacity(1 << 20);
     let mut eof = false;
     while !eof || !buf.is_empty() {
         if !eof && !buf.contains(&b'\n') {
             buf.reserve(1 << 20);
-            let n = file
-                .read_buf(&mut buf)
-                .await
-                .with_context(|| format!("reading {}", path.display()))?;
+            let n = file.read_buf(&mut buf).await.with_context(|| format!("reading {}", path.display()))?;
             eof = n == 0;
             bytes += n as u64;
             continue;
@@ -120,13 +105,7 @@ pub async fn replay(
     let stages = metrics
         .stage_counts(&plan)
         .into_iter()
-        .map(|(model, st)| ModelStages {
-            model,
-            stages: st
-                .into_iter()
-                .map(|(stage, customers)| StageCount { stage, customers })
-                .collect(),
-        })
+        .map(|(model, st)| ModelStages { model, stages: st.into_iter().map(|(stage, customers)| StageCount { stage, customers }).collect() })
         .collect();
     Ok(Summary {
         lines,
@@ -158,19 +137,11 @@ impl Summary {
             self.elapsed_seconds,
             self.events_per_second
         );
-        let _ = writeln!(
-            s,
-            "applied {}, refused {}, late {}, duplicates {}",
-            self.applied, self.refused, self.late, self.duplicates
-        );
+        let _ = writeln!(s, "applied {}, refused {}, late {}, duplicates {}", self.applied, self.refused, self.late, self.duplicates);
         for (reason, n) in &self.refused_by_reason {
             let _ = writeln!(s, "  refused {reason}: {n}");
         }
-        let _ = writeln!(
-            s,
-            "customers {}, identity merges {}",
-            self.customers, self.merges
-        );
+        let _ = writeln!(s, "customers {}, identity merges {}", self.customers, self.merges);
         for m in &self.stages {
             let _ = writeln!(s, "\n{}:", m.model);
             let width = m.stages.iter().map(|st| st.stage.len()).max().unwrap_or(0);

@@ -34,11 +34,7 @@ fn error_body(e: &ApiError) -> bytes::Bytes {
 }
 
 /// Serves both subjects until `shutdown`.
-pub async fn serve(
-    client: Client,
-    control: mpsc::Sender<Control>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(client: Client, control: mpsc::Sender<Control>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut queries = client.subscribe(QUERY_SUBJECT).await?;
     let mut forgets = client.subscribe(FORGET_SUBJECT).await?;
     loop {

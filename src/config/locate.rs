@@ -16,28 +16,16 @@ pub fn add_lines(text: &str, findings: &mut [Diagnostic]) {
 
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// The dotted key whose value starts at or encloses `offset`, best effort, for syntax errors.
 pub fn key_at(text: &str, offset: usize) -> Option<String> {
-    let line_start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next()?;
     let key = line.split('=').next()?.trim();
-    let table = text[..line_start].lines().rev().find_map(|l| {
-        l.trim().strip_prefix('[').map(|t| {
-            t.trim_start_matches('[')
-                .trim_end_matches(']')
-                .trim()
-                .to_string()
-        })
-    });
+    let table =
+        text[..line_start].lines().rev().find_map(|l| l.trim().strip_prefix('[').map(|t| t.trim_start_matches('[').trim_end_matches(']').trim().to_string()));
     if key.is_empty() || key.starts_with('[') {
         return table;
     }
@@ -97,13 +85,9 @@ mod tests {
 
     #[test]
     fn finds_lines_inside_arrays_of_tables_and_inline_arrays() {
-        let text = "[[model]]\nname = \"a\"\n\n[[model]]\nname = \"b\"\ntransitions = [\n  { from = [\"x\"], to = \"y\" },\n  { from = [\"y\"], to = \"z\" },\n]\n";
-        let mut d = vec![Diagnostic {
-            severity: Severity::Error,
-            key: "model[1].transitions[1].to".into(),
-            line: None,
-            message: String::new(),
-        }];
+        let text =
+            "[[model]]\nname = \"a\"\n\n[[model]]\nname = \"b\"\ntransitions = [\n  { from = [\"x\"], to = \"y\" },\n  { from = [\"y\"], to = \"z\" },\n]\n";
+        let mut d = vec![Diagnostic { severity: Severity::Error, key: "model[1].transitions[1].to".into(), line: None, message: String::new() }];
         add_lines(text, &mut d);
         assert_eq!(d[0].line, Some(8));
     }

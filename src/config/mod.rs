@@ -52,17 +52,8 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let errors = self
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count();
-        writeln!(
-            f,
-            "{}: invalid config ({errors} error{})",
-            self.file.display(),
-            if errors == 1 { "" } else { "s" }
-        )?;
+        let errors = self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+        writeln!(f, "{}: invalid config ({errors} error{})", self.file.display(), if errors == 1 { "" } else { "s" })?;
         for d in &self.diagnostics {
             writeln!(f, "  {}: {d}", self.file.display())?;
         }
@@ -81,17 +72,9 @@ pub struct Loaded {
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_owned(),
-        diagnostics: vec![Diagnostic {
-            severity: Severity::Error,
-            key: "(file)".into(),
-            line: None,
-            message: format!("cannot read: {e}"),
-        }],
+        diagnostics: vec![Diagnostic { severity: Severity::Error, key: "(file)".into(), line: None, message: format!("cannot read: {e}") }],
     })?;
-    parse(&text).map_err(|diagnostics| ConfigError {
-        file: path.to_owned(),
-        diagnostics,
-    })
+    parse(&text).map_err(|diagnostics| ConfigError { file: path.to_owned(), diagnostics })
 }
 
 /// Parses and validates config text; on failure returns every diagnostic (warnings included).
@@ -105,25 +88,14 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     if findings.iter().any(|d| d.severity == Severity::Error) {
         Err(findings)
     } else {
-        Ok(Loaded {
-            config,
-            warnings: findings,
-        })
+        Ok(Loaded { config, warnings: findings })
     }
 }
 
 fn syntax_diagnostic(text: &str, e: &toml::de::Error) -> Diagnostic {
     let line = e.span().map(|s| locate::line_of(text, s.start));
-    let key = e
-        .span()
-        .and_then(|s| locate::key_at(text, s.start))
-        .unwrap_or_else(|| "(syntax)".into());
-    Diagnostic {
-        severity: Severity::Error,
-        key,
-        line,
-        message: e.message().trim().to_string(),
-    }
+    let key = e.span().and_then(|s| locate::key_at(text, s.start)).unwrap_or_else(|| "(syntax)".into());
+    Diagnostic { severity: Severity::Error, key, line, message: e.message().trim().to_string() }
 }
 
 #[cfg(test)]

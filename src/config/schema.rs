@@ -35,7 +35,7 @@ pub struct Config {
     #[serde(default)]
     pub attribution: AttributionConfig,
     #[serde(default)]
-    pub segments: Option<SegmentConfig>,
+    pub segments: SegmentConfig,
     #[serde(default, rename = "trigger")]
     pub triggers: Vec<TriggerConfig>,
 }
@@ -98,9 +98,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig {
-            listen: default_listen(),
-        }
+        HttpConfig { listen: default_listen() }
     }
 }
 
@@ -121,11 +119,7 @@ pub struct TimeConfig {
 
 impl Default for TimeConfig {
     fn default() -> Self {
-        TimeConfig {
-            allowed_lateness: default_lateness(),
-            idle_timeout: default_idle(),
-            max_future_skew: default_skew(),
-        }
+        TimeConfig { allowed_lateness: default_lateness(), idle_timeout: default_idle(), max_future_skew: default_skew() }
     }
 }
 
@@ -152,10 +146,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig {
-            max_event_bytes: default_max_event_bytes(),
-            dedup_window: default_dedup_window(),
-        }
+        LimitsConfig { max_event_bytes: default_max_event_bytes(), dedup_window: default_dedup_window() }
     }
 }
 
@@ -185,27 +176,12 @@ pub struct IdentityConfig {
 
 impl Default for IdentityConfig {
     fn default() -> Self {
-        IdentityConfig {
-            priority: default_priority(),
-            max_ids_per_type: BTreeMap::new(),
-            max_group_size: default_max_group(),
-            blocked_values: Vec::new(),
-        }
+        IdentityConfig { priority: default_priority(), max_ids_per_type: BTreeMap::new(), max_group_size: default_max_group(), blocked_values: Vec::new() }
     }
 }
 
 fn default_priority() -> Vec<String> {
-    [
-        "user_id",
-        "phone",
-        "email",
-        "wechat_unionid",
-        "wechat_openid",
-        "anonymous_id",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["user_id", "phone", "email", "wechat_unionid", "wechat_openid", "anonymous_id"].iter().map(|s| s.to_string()).collect()
 }
 fn default_max_group() -> u32 {
     64
@@ -372,16 +348,7 @@ fn default_first_share() -> f64 {
     0.4
 }
 fn default_attribution_models() -> Vec<String> {
-    [
-        "first_touch",
-        "last_touch",
-        "linear",
-        "time_decay",
-        "position_based",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["first_touch", "last_touch", "linear", "time_decay", "position_based"].iter().map(|s| s.to_string()).collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -400,6 +367,18 @@ pub struct SegmentConfig {
     pub engagement_high: u32,
 }
 
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        SegmentConfig {
+            window: default_segment_window(),
+            purchase_kinds: default_purchase_kinds(),
+            engagement_kinds: default_engagement_kinds(),
+            purchase_high: default_high_purchase(),
+            engagement_high: default_high_engagement(),
+        }
+    }
+}
+
 fn default_segment_window() -> Dur {
     Dur::from_secs(30 * 86_400)
 }
@@ -407,19 +386,7 @@ fn default_purchase_kinds() -> Vec<String> {
     vec!["purchase".into()]
 }
 fn default_engagement_kinds() -> Vec<String> {
-    [
-        "view",
-        "open",
-        "click",
-        "email_open",
-        "sms_click",
-        "push_open",
-        "visit",
-        "contact",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["view", "open", "click", "email_open", "sms_click", "push_open", "visit", "contact"].iter().map(|s| s.to_string()).collect()
 }
 fn default_high_purchase() -> u32 {
     3

@@ -7,13 +7,7 @@ use super::{Diagnostic, Severity};
 use std::collections::{BTreeSet, HashSet};
 
 /// Attribution models journeyd knows.
-pub const ATTRIBUTION_MODELS: &[&str] = &[
-    "first_touch",
-    "last_touch",
-    "linear",
-    "time_decay",
-    "position_based",
-];
+pub const ATTRIBUTION_MODELS: &[&str] = &["first_touch", "last_touch", "linear", "time_decay", "position_based"];
 
 /// Most stages a model may have (stage sets are 64-bit masks).
 pub const MAX_STAGES: usize = 64;
@@ -22,20 +16,10 @@ struct Findings(Vec<Diagnostic>);
 
 impl Findings {
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Diagnostic {
-            severity: Severity::Error,
-            key: key.into(),
-            line: None,
-            message: message.into(),
-        });
+        self.0.push(Diagnostic { severity: Severity::Error, key: key.into(), line: None, message: message.into() });
     }
     fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Diagnostic {
-            severity: Severity::Warning,
-            key: key.into(),
-            line: None,
-            message: message.into(),
-        });
+        self.0.push(Diagnostic { severity: Severity::Warning, key: key.into(), line: None, message: message.into() });
     }
 }
 
@@ -45,10 +29,7 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     check_time(c, &mut f);
     check_identity(c, &mut f);
     if c.http.listen.parse::<std::net::SocketAddr>().is_err() {
-        f.error(
-            "http.listen",
-            format!("`{}` is not an address like 127.0.0.1:9464", c.http.listen),
-        );
+        f.error("http.listen", format!("`{}` is not an address like 127.0.0.1:9464", c.http.listen));
     }
     if c.limits.max_event_bytes == 0 {
         f.error("limits.max_event_bytes", "must be positive");
@@ -62,42 +43,35 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     let mut names = HashSet::new();
     for (i, m) in c.models.iter().enumerate() {
         if !names.insert(m.name.as_str()) {
-            f.error(
-                format!("model[{i}].name"),
-                format!("duplicate model name `{}`", m.name),
-            );
+            f.error(format!("model[{i}].name"), format!("duplicate model name `{}`", m.name));
         }
         check_model(c, i, m, &mut f);
     }
     let mut names = HashSet::new();
     for (i, fun) in c.funnels.iter().enumerate() {
         if !names.insert(fun.name.as_str()) {
-            f.error(
-                format!("funnel[{i}].name"),
-                format!("duplicate funnel name `{}`", fun.name),
-            );
+            f.error(format!("funnel[{i}].name"), format!("duplicate funnel name `{}`", fun.name));
         }
         check_funnel(c, i, fun, &mut f);
     }
+    let mut durations = BTreeSet::new();
+    for m in &c.models {
+        durations.extend(m.transitions.iter().filter_map(|t| t.after_inactivity));
+    }
+    if durations.len() > 32 {
+        f.error("model", "at most 32 distinct `after_inactivity` durations across all models");
+    }
     check_attribution(&c.attribution, &mut f);
-    if let Some(s) = &c.segments {
-        if s.window.millis() <= 0 {
-            f.error("segments.window", "must be positive");
-        }
-        if s.purchase_high == 0 || s.engagement_high == 0 {
-            f.error(
-                "segments",
-                "purchase_high and engagement_high must be at least 1",
-            );
-        }
+    if c.segments.window.millis() <= 0 {
+        f.error("segments.window", "must be positive");
+    }
+    if c.segments.purchase_high == 0 || c.segments.engagement_high == 0 {
+        f.error("segments", "purchase_high and engagement_high must be at least 1");
     }
     let mut names = HashSet::new();
     for (i, t) in c.triggers.iter().enumerate() {
         if !names.insert(t.name.as_str()) {
-            f.error(
-                format!("trigger[{i}].name"),
-                format!("duplicate trigger name `{}`", t.name),
-            );
+            f.error(format!("trigger[{i}].name"), format!("duplicate trigger name `{}`", t.name));
         }
         check_trigger(c, i, t, &mut f);
     }
@@ -105,10 +79,7 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
 }
 
 fn check_name(key: String, name: &str, f: &mut Findings) {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+    let ok = !name.is_empty() && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
     if !ok {
         f.error(key, format!("`{name}` must be non-empty letters, digits, `_` or `-` (it becomes part of a NATS subject and a metric label)"));
     }
@@ -121,19 +92,9 @@ fn check_nats(c: &Config, f: &mut Findings) {
     if c.nats.subscription_capacity == 0 {
         f.error("nats.subscription_capacity", "must be positive");
     }
-    let auth = [
-        c.nats.token.is_some(),
-        c.nats.user.is_some(),
-        c.nats.credentials.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
+    let auth = [c.nats.token.is_some(), c.nats.user.is_some(), c.nats.credentials.is_some()].iter().filter(|x| **x).count();
     if auth > 1 {
-        f.error(
-            "nats",
-            "give only one of user/password, token or credentials",
-        );
+        f.error("nats", "give only one of user/password, token or credentials");
     }
     if c.nats.user.is_some() != c.nats.password.is_some() {
         f.error("nats.user", "user and password go together");
@@ -157,18 +118,12 @@ fn check_identity(c: &Config, f: &mut Findings) {
     let mut seen = HashSet::new();
     for (i, t) in id.priority.iter().enumerate() {
         if !seen.insert(t) {
-            f.error(
-                format!("identity.priority[{i}]"),
-                format!("`{t}` is listed twice"),
-            );
+            f.error(format!("identity.priority[{i}]"), format!("`{t}` is listed twice"));
         }
     }
     for (t, n) in &id.max_ids_per_type {
         if *n == 0 {
-            f.error(
-                format!("identity.max_ids_per_type.{t}"),
-                "must be at least 1",
-            );
+            f.error(format!("identity.max_ids_per_type.{t}"), "must be at least 1");
         }
     }
     if id.max_group_size < 1 {
@@ -191,10 +146,7 @@ fn check_channels(c: &Config, key: &str, names: &[&str], f: &mut Findings) {
 fn check_match(c: &Config, key: &str, m: &MatchConfig, allow_count: bool, f: &mut Findings) {
     let kinds = m.kind.names();
     if kinds.is_empty() || kinds.iter().any(|k| k.is_empty()) {
-        f.error(
-            format!("{key}.kind"),
-            "name a kind, a list of kinds, or \"*\"",
-        );
+        f.error(format!("{key}.kind"), "name a kind, a list of kinds, or \"*\"");
     }
     if let Some(ch) = &m.channel {
         check_channels(c, &format!("{key}.channel"), &ch.names(), f);
@@ -206,15 +158,9 @@ fn check_match(c: &Config, key: &str, m: &MatchConfig, allow_count: bool, f: &mu
     }
     match (m.count, m.within) {
         (Some(0), _) => f.error(format!("{key}.count"), "must be at least 1"),
-        (Some(_), None) | (None, Some(_)) if allow_count => {
-            f.error(format!("{key}"), "`count` and `within` go together")
-        }
-        (Some(_), Some(w)) if w.millis() <= 0 => {
-            f.error(format!("{key}.within"), "must be positive")
-        }
-        (Some(_), _) | (None, Some(_)) if !allow_count => {
-            f.error(format!("{key}"), "`count`/`within` are not allowed here")
-        }
+        (Some(_), None) | (None, Some(_)) if allow_count => f.error(format!("{key}"), "`count` and `within` go together"),
+        (Some(_), Some(w)) if w.millis() <= 0 => f.error(format!("{key}.within"), "must be positive"),
+        (Some(_), _) | (None, Some(_)) if !allow_count => f.error(format!("{key}"), "`count`/`within` are not allowed here"),
         _ => {}
     }
 }
@@ -226,34 +172,22 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
         f.error(format!("{base}.stages"), "a model needs at least one stage");
     }
     if m.stages.len() > MAX_STAGES {
-        f.error(
-            format!("{base}.stages"),
-            format!("at most {MAX_STAGES} stages"),
-        );
+        f.error(format!("{base}.stages"), format!("at most {MAX_STAGES} stages"));
     }
     let mut stages = HashSet::new();
     for (j, s) in m.stages.iter().enumerate() {
         check_name(format!("{base}.stages[{j}]"), s, f);
         if !stages.insert(s.as_str()) {
-            f.error(
-                format!("{base}.stages[{j}]"),
-                format!("duplicate stage `{s}`"),
-            );
+            f.error(format!("{base}.stages[{j}]"), format!("duplicate stage `{s}`"));
         }
     }
     if !stages.contains(m.initial.as_str()) {
-        f.error(
-            format!("{base}.initial"),
-            format!("unknown stage `{}`", m.initial),
-        );
+        f.error(format!("{base}.initial"), format!("unknown stage `{}`", m.initial));
     }
     if let Some(order) = &m.merge_order {
         let set: BTreeSet<&str> = order.iter().map(String::as_str).collect();
         if set.len() != order.len() || set != stages.iter().copied().collect::<BTreeSet<_>>() {
-            f.error(
-                format!("{base}.merge_order"),
-                "must list every stage exactly once",
-            );
+            f.error(format!("{base}.merge_order"), "must list every stage exactly once");
         }
     }
     let mut reachable: HashSet<&str> = HashSet::from([m.initial.as_str()]);
@@ -270,24 +204,14 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
         reachable.insert(t.to.as_str());
         match (&t.on, t.after_inactivity) {
             (Some(on), None) => check_match(c, &format!("{key}.on"), on, true, f),
-            (None, Some(d)) if d.millis() <= 0 => {
-                f.error(format!("{key}.after_inactivity"), "must be positive")
-            }
+            (None, Some(d)) if d.millis() <= 0 => f.error(format!("{key}.after_inactivity"), "must be positive"),
             (None, Some(_)) => {}
-            _ => f.error(
-                key,
-                "a transition needs exactly one of `on` or `after_inactivity`",
-            ),
+            _ => f.error(key, "a transition needs exactly one of `on` or `after_inactivity`"),
         }
     }
     for (j, s) in m.stages.iter().enumerate() {
         if !reachable.contains(s.as_str()) {
-            f.warn(
-                format!("{base}.stages[{j}]"),
-                format!(
-                    "stage `{s}` is unreachable: it is not `initial` and no transition leads to it"
-                ),
-            );
+            f.warn(format!("{base}.stages[{j}]"), format!("stage `{s}` is unreachable: it is not `initial` and no transition leads to it"));
         }
     }
 }
@@ -295,8 +219,8 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
 fn check_funnel(c: &Config, i: usize, fun: &FunnelConfig, f: &mut Findings) {
     let base = format!("funnel[{i}]");
     check_name(format!("{base}.name"), &fun.name, f);
-    if fun.steps.is_empty() {
-        f.error(format!("{base}.steps"), "a funnel needs at least one step");
+    if fun.steps.is_empty() || fun.steps.len() > 64 {
+        f.error(format!("{base}.steps"), "a funnel needs 1 to 64 steps");
     }
     if fun.window.millis() <= 0 {
         f.error(format!("{base}.window"), "must be positive");
@@ -318,10 +242,7 @@ fn check_funnel(c: &Config, i: usize, fun: &FunnelConfig, f: &mut Findings) {
         };
         check_name(key.clone(), &label.replace('|', "_").replace('*', "any"), f);
         if !labels.insert(label.clone()) {
-            f.error(
-                key,
-                format!("two steps are labelled `{label}`: give one a `name`"),
-            );
+            f.error(key, format!("two steps are labelled `{label}`: give one a `name`"));
         }
     }
 }
@@ -329,13 +250,7 @@ fn check_funnel(c: &Config, i: usize, fun: &FunnelConfig, f: &mut Findings) {
 fn check_attribution(a: &AttributionConfig, f: &mut Findings) {
     for (i, m) in a.models.iter().enumerate() {
         if !ATTRIBUTION_MODELS.contains(&m.as_str()) {
-            f.error(
-                format!("attribution.models[{i}]"),
-                format!(
-                    "unknown attribution model `{m}` (known: {})",
-                    ATTRIBUTION_MODELS.join(", ")
-                ),
-            );
+            f.error(format!("attribution.models[{i}]"), format!("unknown attribution model `{m}` (known: {})", ATTRIBUTION_MODELS.join(", ")));
         }
     }
     if a.lookback.millis() <= 0 || a.half_life.millis() <= 0 {
@@ -346,10 +261,7 @@ fn check_attribution(a: &AttributionConfig, f: &mut Findings) {
     }
     let (p1, p2) = (a.position_first, a.position_last);
     if !(0.0..=1.0).contains(&p1) || !(0.0..=1.0).contains(&p2) || p1 + p2 > 1.0 + 1e-9 {
-        f.error(
-            "attribution",
-            "position_first and position_last must be in [0, 1] and sum to at most 1",
-        );
+        f.error("attribution", "position_first and position_last must be in [0, 1] and sum to at most 1");
     }
 }
 
@@ -359,10 +271,7 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
     match (&t.on, t.after_inactivity) {
         (Some(on), None) => check_match(c, &format!("{base}.on"), on, true, f),
         (None, Some(_)) => {}
-        _ => f.error(
-            base.clone(),
-            "a trigger needs exactly one of `on` or `after_inactivity`",
-        ),
+        _ => f.error(base.clone(), "a trigger needs exactly one of `on` or `after_inactivity`"),
     }
     if let Some(u) = &t.unless {
         check_match(c, &format!("{base}.unless"), u, false, f);
@@ -377,17 +286,11 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
     if let Some(q) = &t.quiet_hours {
         for (k, v) in [("from", &q.from), ("to", &q.to)] {
             if parse_hhmm(v).is_none() {
-                f.error(
-                    format!("{base}.quiet_hours.{k}"),
-                    format!("`{v}` is not a time like 22:00"),
-                );
+                f.error(format!("{base}.quiet_hours.{k}"), format!("`{v}` is not a time like 22:00"));
             }
         }
         if parse_utc_offset(&q.utc_offset).is_none() {
-            f.error(
-                format!("{base}.quiet_hours.utc_offset"),
-                format!("`{}` is not an offset like +08:00", q.utc_offset),
-            );
+            f.error(format!("{base}.quiet_hours.utc_offset"), format!("`{}` is not an offset like +08:00", q.utc_offset));
         }
     }
 }
@@ -417,11 +320,7 @@ mod tests {
     fn errors(text: &str) -> Vec<String> {
         match parse(text) {
             Ok(_) => vec![],
-            Err(d) => d
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .map(|d| d.to_string())
-                .collect(),
+            Err(d) => d.iter().filter(|d| d.severity == Severity::Error).map(|d| d.to_string()).collect(),
         }
     }
 
@@ -431,10 +330,7 @@ mod tests {
     fn unknown_stage_in_a_transition_names_key_and_line() {
         let e = errors(MODEL);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(
-            e[0].starts_with("line 7: error: model[0].transitions[1].to: unknown stage `zz`"),
-            "{e:?}"
-        );
+        assert!(e[0].starts_with("line 7: error: model[0].transitions[1].to: unknown stage `zz`"), "{e:?}");
     }
 
     #[test]
@@ -448,45 +344,28 @@ mod tests {
 
     #[test]
     fn duplicate_model_names_are_errors() {
-        let text = format!(
-            "{}{}",
-            MODEL.replace("\"zz\"", "\"b\""),
-            MODEL.replace("\"zz\"", "\"b\"")
-        );
+        let text = format!("{}{}", MODEL.replace("\"zz\"", "\"b\""), MODEL.replace("\"zz\"", "\"b\""));
         let e = errors(&text);
-        assert!(
-            e.iter().any(|e| e.contains("duplicate model name `life`")),
-            "{e:?}"
-        );
+        assert!(e.iter().any(|e| e.contains("duplicate model name `life`")), "{e:?}");
     }
 
     #[test]
     fn transition_needs_exactly_one_trigger() {
         let text = "[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = \"a\", to = \"b\" }]\n";
         let e = errors(text);
-        assert!(
-            e[0].contains("exactly one of `on` or `after_inactivity`"),
-            "{e:?}"
-        );
+        assert!(e[0].contains("exactly one of `on` or `after_inactivity`"), "{e:?}");
     }
 
     #[test]
     fn count_without_within_is_an_error() {
-        let text = MODEL
-            .replace("kind = \"y\"", "kind = \"y\", count = 3")
-            .replace("\"zz\"", "\"c\"");
+        let text = MODEL.replace("kind = \"y\"", "kind = \"y\", count = 3").replace("\"zz\"", "\"c\"");
         let e = errors(&text);
         assert!(e[0].contains("`count` and `within` go together"), "{e:?}");
     }
 
     #[test]
     fn unknown_channel_when_channels_are_closed() {
-        let text = format!(
-            "[channels]\napp = \"tech\"\n\n{}",
-            MODEL
-                .replace("kind = \"y\"", "kind = \"y\", channel = [\"fax\"]")
-                .replace("\"zz\"", "\"c\"")
-        );
+        let text = format!("[channels]\napp = \"tech\"\n\n{}", MODEL.replace("kind = \"y\"", "kind = \"y\", channel = [\"fax\"]").replace("\"zz\"", "\"c\""));
         let e = errors(&text);
         assert!(e[0].contains("unknown channel `fax`"), "{e:?}");
     }

@@ -3,6 +3,9 @@
 //! for the query API.
 
 use crate::catalog::{Catalog, ChannelId, IdTypeId, IdTypes, KindId};
+use crate::model::attribution::Touches;
+use crate::model::funnel::FunnelState;
+use crate::model::segment::{Activity, Cell};
 use crate::model::{Journey, Plan};
 use serde::Serialize;
 use smallvec::SmallVec;
@@ -30,6 +33,15 @@ pub struct Customer {
     pub consent: Vec<Consent>,
     /// Bit `i` set while an inactivity timer of duration `i` is queued.
     pub armed: u32,
+    /// The last touches, for attribution.
+    pub touches: Touches,
+    /// Per funnel, the open attempt.
+    pub funnels: Box<[FunnelState]>,
+    /// Recent purchase and engagement times, and the segment cell they give.
+    pub segment: Activity,
+    pub cell: Cell,
+    /// Due time of the queued segment timer (`i64::MAX`: none queued).
+    pub segment_due: i64,
 }
 
 impl Customer {
@@ -42,24 +54,22 @@ impl Customer {
             activity: Vec::new(),
             consent: Vec::new(),
             armed: 0,
+            touches: Touches::default(),
+            funnels: vec![FunnelState::default(); plan.funnels.len()].into_boxed_slice(),
+            segment: Activity::default(),
+            cell: 0,
+            segment_due: i64::MAX,
         }
     }
 
     /// The ONE_ID: the value of the highest-priority id type (lowest type id),
     /// the earliest linked on a tie.
     pub fn one_id(&self) -> &str {
-        self.ids
-            .iter()
-            .min_by_key(|(t, _)| *t)
-            .map_or("", |(_, v)| v)
+        self.ids.iter().min_by_key(|(t, _)| *t).map_or("", |(_, v)| v)
     }
 
     pub fn count_activity(&mut self, channel: ChannelId, kind: KindId) {
-        match self
-            .activity
-            .iter_mut()
-            .find(|(c, k, _)| *c == channel && *k == kind)
-        {
+        match self.activity.iter_mut().find(|(c, k, _)| *c == channel && *k == kind) {
             Some(e) => e.2 = e.2.saturating_add(1),
             None => self.activity.push((channel, kind, 1)),
         }
@@ -67,20 +77,19 @@ impl Customer {
 
     /// Records a consent answer; the latest answer per purpose and channel wins.
     pub fn set_consent(&mut self, c: Consent) {
-        match self
-            .consent
-            .iter_mut()
-            .find(|e| e.purpose == c.purpose && e.channel == c.channel)
-        {
+        match self.consent.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
             Some(e) if e.ts <= c.ts => *e = c,
             Some(_) => {}
             None => self.consent.push(c),
         }
     }
 
-    /// Folds another customer's non-journey state into this one (a merge).
-    /// Consent takes the most restrictive answer per purpose and channel.
-    pub fn absorb_profile(&mut self, other: &mut Customer) {
+    /// Folds another customer's ids, times, counts, consent, touches and
+    /// segment activity into this one (a merge). Consent takes the most
+    /// restrictive answer per purpose and channel.
+    pub fn absorb_profile(&mut self, plan: &Plan, other: &mut Customer) {
+        self.touches.merge(&other.touches, plan.attribution.max_touches);
+        plan.segments.merge(&mut self.segment, std::mem::take(&mut other.segment));
         for id in other.ids.drain(..) {
             if !self.ids.contains(&id) {
                 self.ids.push(id);
@@ -89,21 +98,13 @@ impl Customer {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         for (c, k, n) in other.activity.drain(..) {
-            match self
-                .activity
-                .iter_mut()
-                .find(|(sc, sk, _)| *sc == c && *sk == k)
-            {
+            match self.activity.iter_mut().find(|(sc, sk, _)| *sc == c && *sk == k) {
                 Some(e) => e.2 = e.2.saturating_add(n),
                 None => self.activity.push((c, k, n)),
             }
         }
         for c in other.consent.drain(..) {
-            match self
-                .consent
-                .iter_mut()
-                .find(|e| e.purpose == c.purpose && e.channel == c.channel)
-            {
+            match self.consent.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
                 Some(e) => {
                     e.granted &= c.granted;
                     e.ts = e.ts.max(c.ts);
@@ -117,30 +118,18 @@ impl Customer {
         let cat: &Catalog = &plan.catalog;
         let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (t, v) in &self.ids {
-            ids.entry(types.name(*t).to_string())
-                .or_default()
-                .push(v.to_string());
+            ids.entry(types.name(*t).to_string()).or_default().push(v.to_string());
         }
         let stages = plan
             .models
             .iter()
             .zip(self.journey.stages.iter())
-            .map(|(m, (s, since))| {
-                (
-                    m.name.clone(),
-                    StageView {
-                        stage: m.stage_name(*s).to_string(),
-                        since: *since,
-                    },
-                )
-            })
+            .map(|(m, (s, since))| (m.name.clone(), StageView { stage: m.stage_name(*s).to_string(), since: *since }))
             .collect();
         let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
         for (c, k, n) in &self.activity {
-            *by_channel
-                .entry(cat.channel_name(*c).to_string())
-                .or_default() += *n as u64;
+            *by_channel.entry(cat.channel_name(*c).to_string()).or_default() += *n as u64;
             *by_kind.entry(cat.kind_name(*k).to_string()).or_default() += *n as u64;
         }
         let consent = self
@@ -159,10 +148,7 @@ impl Customer {
             stages,
             first_seen: self.first_seen,
             last_seen: self.last_seen,
-            counts: CountsView {
-                by_channel,
-                by_kind,
-            },
+            counts: CountsView { by_channel, by_kind },
             consent,
         }
     }

@@ -37,12 +37,7 @@ pub struct Engine {
 
 impl Engine {
     /// Spawns the shard workers on the current runtime; returns the engine and its router.
-    pub fn start(
-        plan: Arc<Plan>,
-        metrics: Arc<Metrics>,
-        latency: Arc<LatencyHub>,
-        sink: Sink,
-    ) -> (Engine, Router) {
+    pub fn start(plan: Arc<Plan>, metrics: Arc<Metrics>, latency: Arc<LatencyHub>, sink: Sink) -> (Engine, Router) {
         let cfg = &plan.config.engine;
         let shards = match cfg.shards {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -54,40 +49,13 @@ impl Engine {
         let mut workers = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = tokio::sync::mpsc::channel(depth);
-            let shard = shard::Shard::new(
-                index,
-                plan.clone(),
-                ShardMetrics::new(metrics.clone(), plan.clone()),
-            );
-            let (engine_lat, e2e_lat) = (
-                latency.recorder(Stage::Engine),
-                latency.recorder(Stage::EndToEnd),
-            );
-            workers.push(tokio::spawn(worker::run(
-                shard,
-                rx,
-                sink.clone(),
-                engine_lat,
-                e2e_lat,
-            )));
+            let shard = shard::Shard::new(index, plan.clone(), ShardMetrics::new(metrics.clone(), plan.clone()));
+            let (engine_lat, e2e_lat) = (latency.recorder(Stage::Engine), latency.recorder(Stage::EndToEnd));
+            workers.push(tokio::spawn(worker::run(shard, rx, sink.clone(), engine_lat, e2e_lat)));
             senders.push(tx);
         }
-        let router = Router::new(
-            plan.clone(),
-            metrics.clone(),
-            senders,
-            batch,
-            latency.recorder(Stage::Decode),
-        );
-        (
-            Engine {
-                plan,
-                metrics,
-                latency,
-                workers,
-            },
-            router,
-        )
+        let router = Router::new(plan.clone(), metrics.clone(), senders, batch, latency.recorder(Stage::Decode));
+        (Engine { plan, metrics, latency, workers }, router)
     }
 
     /// Closes the shards' queues (by dropping the router) and waits for every

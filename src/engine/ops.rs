@@ -35,11 +35,7 @@ pub struct EventOp {
 impl EventOp {
     pub fn event_id(&self) -> &str {
         match &self.event_id {
-            EventId::Span(a, b) => self
-                .payload
-                .get(*a as usize..*b as usize)
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .unwrap_or(""),
+            EventId::Span(a, b) => self.payload.get(*a as usize..*b as usize).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or(""),
             EventId::Owned(s) => s,
         }
     }

@@ -51,30 +51,15 @@ pub fn shard_of(key: CustomerKey, shards: usize) -> usize {
 }
 
 impl Router {
-    pub fn new(
-        plan: Arc<Plan>,
-        metrics: Arc<Metrics>,
-        senders: Vec<mpsc::Sender<Vec<Op>>>,
-        batch_size: usize,
-        decode_lat: Recorder,
-    ) -> Router {
+    pub fn new(plan: Arc<Plan>, metrics: Arc<Metrics>, senders: Vec<mpsc::Sender<Vec<Op>>>, batch_size: usize, decode_lat: Recorder) -> Router {
         let cfg = &plan.config;
         Router {
             resolver: Resolver::new(&cfg.identity, plan.catalog.id_types.clone()),
             dedup: Dedup::new(cfg.limits.dedup_window),
-            watermark: Watermark::new(
-                cfg.time.allowed_lateness.millis(),
-                cfg.time.idle_timeout.millis(),
-            ),
+            watermark: Watermark::new(cfg.time.allowed_lateness.millis(), cfg.time.idle_timeout.millis()),
             blocked: BlockedIds::new(&cfg.identity.blocked_values),
-            pending: senders
-                .iter()
-                .map(|_| Vec::with_capacity(batch_size))
-                .collect(),
-            decode_hist: metrics
-                .processing
-                .with_label_values(&[Stage::Decode.as_str()])
-                .local(),
+            pending: senders.iter().map(|_| Vec::with_capacity(batch_size)).collect(),
+            decode_hist: metrics.processing.with_label_values(&[Stage::Decode.as_str()]).local(),
             decode_samples: Vec::new(),
             senders,
             batch_size,
@@ -98,13 +83,7 @@ impl Router {
     }
 
     /// Takes one input through decode, dedup, lateness and identity, and queues it.
-    pub async fn ingest(
-        &mut self,
-        payload: &Bytes,
-        subject: Option<&str>,
-        received: Instant,
-        now_ms: i64,
-    ) -> Outcome {
+    pub async fn ingest(&mut self, payload: &Bytes, subject: Option<&str>, received: Instant, now_ms: i64) -> Outcome {
         let cfg = &self.plan.config;
         let cx = DecodeContext {
             catalog: &self.plan.catalog,
@@ -140,12 +119,7 @@ impl Router {
         self.last_accepted = received;
         let key = resolved.key;
         let shard = shard_of(key, self.senders.len());
-        let touch = Touch {
-            ts: d.ts,
-            channel: d.channel,
-            kind: d.kind,
-            value: d.value,
-        };
+        let touch = Touch { ts: d.ts, channel: d.channel, kind: d.kind, value: d.value };
         let event_id = match &d.id {
             std::borrow::Cow::Borrowed(s) => {
                 let start = s.as_ptr() as usize - payload.as_ptr() as usize;
@@ -161,50 +135,25 @@ impl Router {
                 channel: d.channel,
                 event_id: d.id.as_ref().into(),
                 watermark,
-                new_ids: if i == 0 {
-                    std::mem::take(&mut new_ids)
-                } else {
-                    Vec::new()
-                },
+                new_ids: if i == 0 { std::mem::take(&mut new_ids) } else { Vec::new() },
             };
             let from_shard = shard_of(absorbed, self.senders.len());
             if from_shard == shard {
-                self.pending[shard].push(Op::MergeLocal {
-                    into: key,
-                    from: absorbed,
-                    cause,
-                });
+                self.pending[shard].push(Op::MergeLocal { into: key, from: absorbed, cause });
             } else {
                 // The absorbed side's hand-over is queued (and sent) before the
                 // survivor's shard can wait for it: no cycle, no deadlock.
                 let (tx, rx) = oneshot::channel();
-                self.pending[from_shard].push(Op::Evict {
-                    key: absorbed,
-                    watermark,
-                    to: tx,
-                });
+                self.pending[from_shard].push(Op::Evict { key: absorbed, watermark, to: tx });
                 self.flush_shard(from_shard).await;
-                self.pending[shard].push(Op::Absorb {
-                    into: key,
-                    from: rx,
-                    cause,
-                });
+                self.pending[shard].push(Op::Absorb { into: key, from: rx, cause });
             }
         }
         let consent = d.consent;
         let decode_ns = received.elapsed();
         self.decode_hist.observe(decode_ns.as_secs_f64());
         self.decode_samples.push(decode_ns.as_nanos() as u64);
-        self.pending[shard].push(Op::Event(EventOp {
-            key,
-            touch,
-            watermark,
-            payload: payload.clone(),
-            event_id,
-            new_ids,
-            consent,
-            received,
-        }));
+        self.pending[shard].push(Op::Event(EventOp { key, touch, watermark, payload: payload.clone(), event_id, new_ids, consent, received }));
         if self.pending[shard].len() >= self.batch_size {
             self.flush_shard(shard).await;
         }
@@ -215,10 +164,7 @@ impl Router {
         if self.pending[shard].is_empty() {
             return;
         }
-        let batch = std::mem::replace(
-            &mut self.pending[shard],
-            Vec::with_capacity(self.batch_size),
-        );
+        let batch = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(self.batch_size));
         if self.senders[shard].send(batch).await.is_err() {
             tracing::error!(shard, "shard worker is gone; its batch is lost");
         }
@@ -232,9 +178,7 @@ impl Router {
         self.decode_hist.flush();
         self.decode_lat.record_all(&self.decode_samples);
         self.decode_samples.clear();
-        self.metrics
-            .watermark
-            .set(self.watermark.current().max(0) as f64 / 1000.0);
+        self.metrics.watermark.set(self.watermark.current().max(0) as f64 / 1000.0);
     }
 
     async fn tick_all(&mut self, watermark: i64) {
@@ -279,11 +223,7 @@ impl Router {
     }
 
     /// Queues a query for the customer an id belongs to; `None` if unknown.
-    pub async fn query(
-        &mut self,
-        ty: Option<&str>,
-        id: &str,
-    ) -> Option<oneshot::Receiver<Option<CustomerView>>> {
+    pub async fn query(&mut self, ty: Option<&str>, id: &str) -> Option<oneshot::Receiver<Option<CustomerView>>> {
         let key = self.resolver.lookup(ty, id)?;
         let (tx, rx): (CustomerReply, _) = oneshot::channel();
         let shard = shard_of(key, self.senders.len());
@@ -294,11 +234,7 @@ impl Router {
 
     /// Forgets the customer an id belongs to: its ids resolve to nobody from
     /// this input on; the shard replies with what it removed.
-    pub async fn forget(
-        &mut self,
-        ty: Option<&str>,
-        id: &str,
-    ) -> Option<oneshot::Receiver<Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>>> {
+    pub async fn forget(&mut self, ty: Option<&str>, id: &str) -> Option<oneshot::Receiver<Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>>> {
         let key = self.resolver.lookup(ty, id)?;
         self.resolver.forget(key);
         let (tx, rx) = oneshot::channel();

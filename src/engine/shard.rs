@@ -1,14 +1,19 @@
 //! A shard: owns its customers outright and applies their events, merges,
 //! timers and admin ops in queue order. Pure and synchronous: the worker task
 //! (`worker.rs`) feeds it batches and publishes what it produced.
+//!
+//! For each event, in order: timers due at the event's watermark fire; the
+//! models step (`Plan::on_event`), each transition credited to the touches
+//! that led to it; funnels advance; the segment cell is recomputed.
 
 use super::customer::{Consent, Customer, CustomerView};
 use super::ops::{EventOp, MergeCause};
-use super::timers::{Timer, TimerQueue};
+use super::timers::{Timer, TimerKind, TimerQueue};
 use crate::catalog::{ChannelId, IdTypeId, IdTypes, CHANNEL_NONE};
 use crate::emit::{to_bytes, Attribution, Cause, Outbound, TransitionJson, TransitionSubjects};
 use crate::identity::CustomerKey;
 use crate::metrics::local::ShardMetrics;
+use crate::model::attribution::PackedTouch;
 use crate::model::{Fired, Plan};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -24,8 +29,15 @@ pub struct Shard {
     id_types: IdTypes,
     /// Messages produced since the worker last published.
     pub out: Vec<Outbound>,
-    no_attribution: Attribution,
     watermark: i64,
+    scratch: Scratch,
+}
+
+/// Reused buffers, so attribution allocates only the JSON it publishes.
+#[derive(Default)]
+struct Scratch {
+    credited: Vec<PackedTouch>,
+    weights: Vec<f64>,
 }
 
 /// What caused a transition, for its JSON.
@@ -47,8 +59,8 @@ impl Shard {
             timers: TimerQueue::default(),
             metrics,
             out: Vec::new(),
-            no_attribution: Attribution::new(),
             watermark: i64::MIN,
+            scratch: Scratch::default(),
         }
     }
 
@@ -60,7 +72,8 @@ impl Shard {
         self.timers.len()
     }
 
-    /// Applies one event: fires timers due at its watermark, then the models.
+    /// Applies one event: fires timers due at its watermark, then the models,
+    /// funnels and segments.
     pub fn apply_event(&mut self, ev: &EventOp) {
         self.advance(ev.watermark);
         let plan = self.plan.clone();
@@ -72,47 +85,37 @@ impl Shard {
                 for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
                     self.metrics.move_customer(mi, None, Some(*s));
                 }
+                self.metrics.move_segment(None, Some(c.cell));
                 v.insert(c)
             }
         };
-        for id in &ev.new_ids {
-            c.ids.push(id.clone());
-        }
+        c.ids.extend(ev.new_ids.iter().cloned());
         let stage0 = c.journey.stages.first().map_or(0, |s| s.0);
         self.metrics.event(t.channel, t.kind, stage0);
         let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
         plan.on_event(&mut c.journey, t, ev.watermark, |f| fired.push(f));
+        let touch = PackedTouch::new(t.ts, t.channel);
+        let origin = Origin { ts: t.ts, event_id: Some(ev.event_id()), channel: t.channel, cause: Cause::Event };
+        for f in fired {
+            self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
+            let attribution = attribute(&plan, &mut self.metrics, &mut self.scratch, c, f, touch);
+            publish(&mut self.out, &mut self.metrics, &self.subjects, &plan, c.one_id(), f, &origin, &attribution);
+        }
+        c.touches.push(touch, plan.attribution.max_touches);
         c.first_seen = c.first_seen.min(t.ts);
         c.last_seen = c.last_seen.max(t.ts);
         c.count_activity(t.channel, t.kind);
         if let Some(change) = &ev.consent {
-            c.set_consent(Consent {
-                purpose: change.purpose.clone(),
-                channel: change.channel,
-                granted: change.granted,
-                ts: t.ts,
-            });
+            c.set_consent(Consent { purpose: change.purpose.clone(), channel: change.channel, granted: change.granted, ts: t.ts });
         }
-        let origin = Origin {
-            ts: t.ts,
-            event_id: Some(ev.event_id()),
-            channel: t.channel,
-            cause: Cause::Event,
-        };
-        for f in fired {
-            self.metrics
-                .move_customer(f.model, Some(f.from), Some(f.to));
-            publish(
-                &mut self.out,
-                &mut self.metrics,
-                &self.subjects,
-                &plan,
-                c.one_id(),
-                f,
-                &origin,
-                &self.no_attribution,
-            );
+        for (fi, funnel) in plan.funnels.iter().enumerate() {
+            let metrics = &self.metrics;
+            if funnel.on_event(&mut c.funnels[fi], t, |e| metrics.funnel(fi, e)) {
+                self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: ev.key, kind: TimerKind::FunnelExpiry(fi as u16) });
+            }
         }
+        plan.segments.record(&mut c.segment, t.kind, t.ts);
+        resegment(&mut self.timers, &self.metrics, &plan, ev.key, c, ev.watermark);
         arm(&mut self.timers, &plan, ev.key, c);
     }
 
@@ -124,38 +127,33 @@ impl Shard {
         self.watermark = watermark;
         let plan = self.plan.clone();
         while let Some(timer) = self.timers.pop_due(watermark) {
-            let Some(c) = self.customers.get_mut(&timer.key) else {
-                continue;
-            };
-            let which = timer.which as usize;
-            let due = c.last_seen.saturating_add(plan.inactivity[which]);
-            if timer.due < due {
-                // Stale: a later event moved the deadline. Re-queue, don't search.
-                self.timers.push(Timer { due, ..timer });
-                continue;
-            }
-            c.armed &= !(1u32 << which);
-            let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
-            plan.on_timer(&mut c.journey, which, timer.due, |f| fired.push(f));
-            let origin = Origin {
-                ts: timer.due,
-                event_id: None,
-                channel: CHANNEL_NONE,
-                cause: Cause::Inactivity,
-            };
-            for f in fired {
-                self.metrics
-                    .move_customer(f.model, Some(f.from), Some(f.to));
-                publish(
-                    &mut self.out,
-                    &mut self.metrics,
-                    &self.subjects,
-                    &plan,
-                    c.one_id(),
-                    f,
-                    &origin,
-                    &self.no_attribution,
-                );
+            let Some(c) = self.customers.get_mut(&timer.key) else { continue };
+            match timer.kind {
+                TimerKind::Inactivity(which) => {
+                    let which = which as usize;
+                    let due = c.last_seen.saturating_add(plan.inactivity[which]);
+                    if timer.due < due {
+                        // Stale: a later event moved the deadline. Re-queue, don't search.
+                        self.timers.push(Timer { due, ..timer });
+                        continue;
+                    }
+                    c.armed &= !(1u32 << which);
+                    let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
+                    plan.on_timer(&mut c.journey, which, timer.due, |f| fired.push(f));
+                    let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
+                    for f in fired {
+                        self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
+                        publish(&mut self.out, &mut self.metrics, &self.subjects, &plan, c.one_id(), f, &origin, &Attribution::new());
+                    }
+                }
+                TimerKind::FunnelExpiry(fi) => {
+                    let metrics = &self.metrics;
+                    plan.funnels[fi as usize].on_watermark(&mut c.funnels[fi as usize], watermark, |e| metrics.funnel(fi as usize, e));
+                }
+                TimerKind::Segment => {
+                    c.segment_due = i64::MAX;
+                    resegment(&mut self.timers, &self.metrics, &plan, timer.key, c, watermark);
+                }
             }
         }
     }
@@ -174,11 +172,13 @@ impl Shard {
         self.advance(cause.watermark);
         let plan = self.plan.clone();
         let Some(c) = self.customers.get_mut(&into) else {
-            // The survivor has no state here yet (it can only happen if it was
-            // forgotten meanwhile): the absorbed customer continues under its key.
+            // The survivor has no state here (it was forgotten meanwhile): the
+            // absorbed customer continues under the survivor's key.
             other.armed = 0;
+            other.segment_due = i64::MAX;
             other.ids.extend(cause.new_ids.iter().cloned());
             arm(&mut self.timers, &plan, into, &mut other);
+            resegment(&mut self.timers, &self.metrics, &plan, into, &mut other, cause.watermark);
             self.customers.insert(into, other);
             return;
         };
@@ -186,56 +186,46 @@ impl Shard {
         let mut merged = SmallVec::<[crate::model::Merged; 4]>::new();
         let journey = std::mem::replace(&mut other.journey, plan.new_journey(0));
         plan.merge(&mut c.journey, journey, |m| merged.push(m));
-        c.absorb_profile(&mut other);
-        let origin = Origin {
-            ts: cause.ts,
-            event_id: Some(&cause.event_id),
-            channel: cause.channel,
-            cause: Cause::Merge,
-        };
+        let touch = PackedTouch::new(cause.ts, cause.channel);
+        let origin = Origin { ts: cause.ts, event_id: Some(&cause.event_id), channel: cause.channel, cause: Cause::Merge };
         for m in merged {
             self.metrics.move_customer(m.model, Some(m.absorbed), None);
             for side in [m.survivor, m.absorbed] {
                 if side != m.to {
-                    publish(
-                        &mut self.out,
-                        &mut self.metrics,
-                        &self.subjects,
-                        &plan,
-                        c.one_id(),
-                        Fired {
-                            model: m.model,
-                            from: side,
-                            to: m.to,
-                        },
-                        &origin,
-                        &self.no_attribution,
-                    );
+                    let f = Fired { model: m.model, from: side, to: m.to };
+                    let attribution = attribute(&plan, &mut self.metrics, &mut self.scratch, c, f, touch);
+                    publish(&mut self.out, &mut self.metrics, &self.subjects, &plan, c.one_id(), f, &origin, &attribution);
                 }
             }
             if m.survivor != m.to {
-                self.metrics
-                    .move_customer(m.model, Some(m.survivor), Some(m.to));
+                self.metrics.move_customer(m.model, Some(m.survivor), Some(m.to));
             }
         }
+        for (fi, funnel) in plan.funnels.iter().enumerate() {
+            if let Some(dropped) = funnel.merge(&mut c.funnels[fi], other.funnels[fi]) {
+                self.metrics.funnel(fi, dropped);
+            }
+            if c.funnels[fi].reached > 0 {
+                self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: into, kind: TimerKind::FunnelExpiry(fi as u16) });
+            }
+        }
+        c.absorb_profile(&plan, &mut other);
+        self.metrics.move_segment(Some(other.cell), None);
+        resegment(&mut self.timers, &self.metrics, &plan, into, c, cause.watermark);
         arm(&mut self.timers, &plan, into, c);
     }
 
     pub fn view(&self, key: CustomerKey) -> Option<CustomerView> {
-        self.customers
-            .get(&key)
-            .map(|c| c.view(&self.plan, &self.id_types))
+        self.customers.get(&key).map(|c| c.view(&self.plan, &self.id_types))
     }
 
     /// Removes a customer for good (right to erasure); gauges drop it.
-    pub fn forget(
-        &mut self,
-        key: CustomerKey,
-    ) -> Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)> {
+    pub fn forget(&mut self, key: CustomerKey) -> Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)> {
         let c = self.customers.remove(&key)?;
         for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
             self.metrics.move_customer(mi, Some(*s), None);
         }
+        self.metrics.move_segment(Some(c.cell), None);
         let view = c.view(&self.plan, &self.id_types);
         Some((view, c.ids.into_vec()))
     }
@@ -247,13 +237,42 @@ fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer)
         let bit = 1u32 << i;
         if c.armed & bit == 0 {
             c.armed |= bit;
-            timers.push(Timer {
-                due: c.last_seen.saturating_add(*d),
-                key,
-                which: i as u8,
-            });
+            timers.push(Timer { due: c.last_seen.saturating_add(*d), key, kind: TimerKind::Inactivity(i as u8) });
         }
     }
+}
+
+/// Recomputes the customer's segment cell at `watermark` and queues a timer
+/// for the next time an event leaves its window (unless one is due sooner).
+fn resegment(timers: &mut TimerQueue, metrics: &ShardMetrics, plan: &Plan, key: CustomerKey, c: &mut Customer, watermark: i64) {
+    let cell = plan.segments.cell(&c.segment, watermark);
+    metrics.move_segment(Some(c.cell), Some(cell));
+    c.cell = cell;
+    if let Some(due) = plan.segments.next_change(&c.segment, watermark) {
+        if due < c.segment_due {
+            c.segment_due = due;
+            timers.push(Timer { due, key, kind: TimerKind::Segment });
+        }
+    }
+}
+
+/// Credits a transition to the customer's touches under every attribution
+/// method: counts the credit and returns it for the transition's JSON.
+fn attribute(plan: &Plan, metrics: &mut ShardMetrics, scratch: &mut Scratch, c: &Customer, f: Fired, cause: PackedTouch) -> Attribution {
+    let mut out = Attribution::new();
+    let a = &plan.attribution;
+    a.credited(&c.touches, cause, &mut scratch.credited);
+    for (mi, method) in a.methods.iter().enumerate() {
+        a.weights(*method, &scratch.credited, cause.ts(), &mut scratch.weights);
+        let per_channel = out.entry(method.as_str()).or_default();
+        for (t, w) in scratch.credited.iter().zip(&scratch.weights) {
+            if *w > 0.0 {
+                metrics.credit(f.model, f.to, t.channel(), mi, *w);
+                *per_channel.entry(plan.catalog.channel_name(t.channel()).to_string()).or_default() += *w;
+            }
+        }
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -280,8 +299,5 @@ fn publish(
         reason: o.cause,
         attribution,
     };
-    out.push(Outbound {
-        subject: subjects.get(f.model, f.from, f.to),
-        payload: to_bytes(&json),
-    });
+    out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: to_bytes(&json) });
 }

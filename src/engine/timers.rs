@@ -1,17 +1,28 @@
-//! Inactivity timers of one shard: a min-heap by due time. A customer has at
-//! most one queued timer per duration; a timer made stale by a later event is
-//! re-queued at its new due time when it surfaces, never searched for.
+//! Timers of one shard: a min-heap by due time. A customer has at most one
+//! queued timer per purpose (an inactivity duration, a funnel's expiry, its
+//! segment cell); a timer made stale by a later event is re-queued at its new
+//! due time when it surfaces, or skipped, never searched for.
 
 use crate::identity::CustomerKey;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// What a timer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// `after_inactivity`: index into `Plan::inactivity`.
+    Inactivity(u8),
+    /// A funnel attempt's window: index into `Plan::funnels`.
+    FunnelExpiry(u16),
+    /// The customer's segment cell may change (an event leaves the window).
+    Segment,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timer {
     pub due: i64,
     pub key: CustomerKey,
-    /// Index of the duration in `Plan::inactivity`.
-    pub which: u8,
+    pub kind: TimerKind,
 }
 
 #[derive(Default)]

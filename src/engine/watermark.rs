@@ -16,12 +16,7 @@ pub struct Watermark {
 
 impl Watermark {
     pub fn new(lateness_ms: i64, idle_ms: i64) -> Watermark {
-        Watermark {
-            lateness: lateness_ms,
-            idle: idle_ms,
-            max_ts: i64::MIN,
-            current: i64::MIN,
-        }
+        Watermark { lateness: lateness_ms, idle: idle_ms, max_ts: i64::MIN, current: i64::MIN }
     }
 
     pub fn current(&self) -> i64 {

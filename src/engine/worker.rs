@@ -48,21 +48,11 @@ pub struct ShardReport {
     pub pending_timers: usize,
 }
 
-pub async fn run(
-    mut shard: Shard,
-    mut rx: mpsc::Receiver<Vec<Op>>,
-    sink: Sink,
-    engine_lat: Recorder,
-    e2e_lat: Recorder,
-) -> ShardReport {
+pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, engine_lat: Recorder, e2e_lat: Recorder) -> ShardReport {
     let mut received: Vec<Instant> = Vec::new();
     let mut e2e: Vec<u64> = Vec::new();
     let mut barriers = Vec::new();
-    let depth = shard
-        .metrics
-        .shared
-        .queue_depth
-        .with_label_values(&[&shard.index.to_string()]);
+    let depth = shard.metrics.shared.queue_depth.with_label_values(&[&shard.index.to_string()]);
     while let Some(batch) = rx.recv().await {
         depth.set(rx.len() as i64);
         let start = Instant::now();
@@ -122,9 +112,5 @@ pub async fn run(
     sink.publish(&mut shard.out).await;
     sink.flush().await;
     shard.metrics.flush();
-    ShardReport {
-        index: shard.index,
-        customers: shard.customers(),
-        pending_timers: shard.pending_timers(),
-    }
+    ShardReport { index: shard.index, customers: shard.customers(), pending_timers: shard.pending_timers() }
 }

@@ -13,11 +13,7 @@ pub struct Dedup {
 
 impl Dedup {
     pub fn new(capacity: usize) -> Dedup {
-        Dedup {
-            seen: FxHashSet::default(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
+        Dedup { seen: FxHashSet::default(), order: VecDeque::new(), capacity: capacity.max(1) }
     }
 
     pub fn key(id: &str) -> u64 {

@@ -21,33 +21,20 @@ pub type ForgetReply = Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>;
 
 /// Requests that go through the router so they are ordered with events.
 pub enum Control {
-    Query {
-        id_type: Option<String>,
-        id: String,
-        reply: oneshot::Sender<Option<oneshot::Receiver<Option<CustomerView>>>>,
-    },
-    Forget {
-        id_type: Option<String>,
-        id: String,
-        reply: oneshot::Sender<Option<oneshot::Receiver<ForgetReply>>>,
-    },
+    Query { id_type: Option<String>, id: String, reply: oneshot::Sender<Option<oneshot::Receiver<Option<CustomerView>>>> },
+    Forget { id_type: Option<String>, id: String, reply: oneshot::Sender<Option<oneshot::Receiver<ForgetReply>>> },
     Purge(Vec<(IdTypeId, Box<str>)>),
 }
 
 pub fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Connects with the configured auth; the client reconnects by itself and
 /// every connection event is logged and counted.
 pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
-    let mut opts = async_nats::ConnectOptions::new()
-        .name("journeyd")
-        .subscription_capacity(cfg.subscription_capacity)
-        .max_reconnects(None)
-        .event_callback(move |event| {
+    let mut opts =
+        async_nats::ConnectOptions::new().name("journeyd").subscription_capacity(cfg.subscription_capacity).max_reconnects(None).event_callback(move |event| {
             let metrics = metrics.clone();
             async move {
                 let label = match &event {
@@ -63,7 +50,9 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
                 metrics.nats_events.with_label_values(&[label]).inc();
                 match event {
                     async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    async_nats::Event::SlowConsumer(sid) => tracing::error!(sid, "NATS slow consumer: the server dropped messages for journeyd; raise nats.subscription_capacity or add cores"),
+                    async_nats::Event::SlowConsumer(sid) => {
+                        tracing::error!(sid, "NATS slow consumer: the server dropped messages for journeyd; raise nats.subscription_capacity or add cores")
+                    }
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }
             }
@@ -75,19 +64,13 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
         opts = opts.token(t.clone());
     }
     if let Some(c) = &cfg.credentials {
-        opts = opts
-            .credentials_file(c)
-            .await
-            .with_context(|| format!("reading NATS credentials file {c}"))?;
+        opts = opts.credentials_file(c).await.with_context(|| format!("reading NATS credentials file {c}"))?;
     }
     let mut delay = Duration::from_millis(100);
     loop {
         match opts.clone().connect(cfg.url.as_str()).await {
             Ok(c) => return Ok(c),
-            Err(e)
-                if e.kind() == async_nats::ConnectErrorKind::Io
-                    || e.kind() == async_nats::ConnectErrorKind::TimedOut =>
-            {
+            Err(e) if e.kind() == async_nats::ConnectErrorKind::Io || e.kind() == async_nats::ConnectErrorKind::TimedOut => {
                 tracing::warn!(url = %cfg.url, error = %e, "NATS not reachable yet; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -97,31 +80,16 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
     }
 }
 
-pub async fn subscribe(
-    client: &Client,
-    subjects: &[String],
-) -> anyhow::Result<SelectAll<Subscriber>> {
+pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<SelectAll<Subscriber>> {
     let mut all = SelectAll::new();
     for s in subjects {
-        all.push(
-            client
-                .subscribe(s.clone())
-                .await
-                .with_context(|| format!("subscribing to {s}"))?,
-        );
+        all.push(client.subscribe(s.clone()).await.with_context(|| format!("subscribing to {s}"))?);
     }
     Ok(all)
 }
 
 /// Publishes a refused or late input with its reason.
-async fn publish_aside(
-    client: &Client,
-    subject: &'static str,
-    reason: &str,
-    detail: Option<&str>,
-    source: &str,
-    payload: bytes::Bytes,
-) {
+async fn publish_aside(client: &Client, subject: &'static str, reason: &str, detail: Option<&str>, source: &str, payload: bytes::Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, reason);
     if let Some(d) = detail {
@@ -135,38 +103,14 @@ async fn publish_aside(
 
 async fn handle(client: &Client, router: &mut Router, msg: async_nats::Message) {
     let received = Instant::now();
-    match router
-        .ingest(
-            &msg.payload,
-            Some(msg.subject.as_str()),
-            received,
-            wall_ms(),
-        )
-        .await
-    {
+    match router.ingest(&msg.payload, Some(msg.subject.as_str()), received, wall_ms()).await {
         Outcome::Accepted | Outcome::Duplicate => {}
         Outcome::Rejected(r) => {
             tracing::debug!(reason = r.reason.as_str(), detail = %r.detail, subject = %msg.subject, "event refused to the DLQ");
-            publish_aside(
-                client,
-                DLQ_SUBJECT,
-                r.reason.as_str(),
-                Some(&r.detail),
-                msg.subject.as_str(),
-                msg.payload,
-            )
-            .await;
+            publish_aside(client, DLQ_SUBJECT, r.reason.as_str(), Some(&r.detail), msg.subject.as_str(), msg.payload).await;
         }
         Outcome::Late => {
-            publish_aside(
-                client,
-                LATE_SUBJECT,
-                "late",
-                None,
-                msg.subject.as_str(),
-                msg.payload,
-            )
-            .await;
+            publish_aside(client, LATE_SUBJECT, "late", None, msg.subject.as_str(), msg.payload).await;
         }
     }
 }
@@ -193,8 +137,7 @@ pub async fn run(
     shutdown: CancellationToken,
     burst: usize,
 ) {
-    let period =
-        (router.idle_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_millis(200));
+    let period = (router.idle_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -7,13 +7,7 @@ use super::{Metrics, Stage};
 use hdrhistogram::Histogram;
 use std::sync::{Arc, Mutex};
 
-const QUANTILES: [(f64, &str); 5] = [
-    (0.5, "0.5"),
-    (0.9, "0.9"),
-    (0.99, "0.99"),
-    (0.999, "0.999"),
-    (1.0, "1"),
-];
+const QUANTILES: [(f64, &str); 5] = [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999"), (1.0, "1")];
 
 fn new_hist() -> Histogram<u64> {
     // 1 ns .. 60 s at 3 significant digits; the bounds are constants, so this cannot fail.
@@ -48,24 +42,14 @@ pub struct LatencyHub {
 
 impl LatencyHub {
     pub fn recorder(&self, stage: Stage) -> Recorder {
-        let r = Recorder {
-            stage,
-            hist: Arc::new(Mutex::new(new_hist())),
-        };
-        self.recorders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(r.clone());
+        let r = Recorder { stage, hist: Arc::new(Mutex::new(new_hist())) };
+        self.recorders.lock().unwrap_or_else(|p| p.into_inner()).push(r.clone());
         r
     }
 
     /// Folds and resets every recorder; sets the quantile gauges of stages that had samples.
     pub fn export(&self, metrics: &Metrics) -> Vec<(Stage, Histogram<u64>)> {
-        let recorders = self
-            .recorders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let recorders = self.recorders.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut out: Vec<(Stage, Histogram<u64>)> = Vec::new();
         for r in recorders {
             let mut h = r.hist.lock().unwrap_or_else(|p| p.into_inner());
@@ -84,10 +68,7 @@ impl LatencyHub {
                 continue;
             }
             for (q, label) in QUANTILES {
-                metrics
-                    .latency
-                    .with_label_values(&[stage.as_str(), label])
-                    .set(h.value_at_quantile(q) as f64 / 1e9);
+                metrics.latency.with_label_values(&[stage.as_str(), label]).set(h.value_at_quantile(q) as f64 / 1e9);
             }
         }
         out

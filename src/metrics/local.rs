@@ -5,8 +5,11 @@
 
 use super::{Metrics, Stage};
 use crate::catalog::{ChannelId, KindId, CHANNEL_NONE};
+use crate::model::funnel::FunnelEvent;
+use crate::model::segment::Cell;
 use crate::model::{Plan, StageId};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
+use prometheus::Counter;
 use std::sync::Arc;
 
 /// Lazily created local counters indexed by a flat label-combination index.
@@ -17,10 +20,7 @@ struct Slots {
 
 impl Slots {
     fn new(n: usize) -> Slots {
-        Slots {
-            slots: (0..n).map(|_| None).collect(),
-            dirty: Vec::new(),
-        }
+        Slots { slots: (0..n).map(|_| None).collect(), dirty: Vec::new() }
     }
 
     fn inc_by(&mut self, idx: usize, by: u64, make: impl FnOnce() -> LocalIntCounter) {
@@ -52,26 +52,37 @@ pub struct ShardMetrics {
     engine: LocalHistogram,
     end_to_end: LocalHistogram,
     stages_first_model: usize,
+    /// Offset of each model's stages in the flat (model, stage) index.
+    stage_offset: Vec<usize>,
+    attributed: Vec<Option<Counter>>,
+    attributed_by_mode: Vec<Option<Counter>>,
+    /// Transitions per channel in the current batch, for the recent-window stats.
+    recent: Vec<u32>,
+    recent_any: bool,
 }
+
+const MODES: [&str; 4] = ["tech", "low", "high", "other"];
 
 impl ShardMetrics {
     pub fn new(shared: Arc<Metrics>, plan: Arc<Plan>) -> ShardMetrics {
         let (c, k) = (plan.catalog.channel_count(), plan.catalog.kind_count());
-        let transitions = plan
-            .models
-            .iter()
-            .map(|m| Slots::new(m.stages.len() * m.stages.len() * c))
-            .collect();
+        let transitions = plan.models.iter().map(|m| Slots::new(m.stages.len() * m.stages.len() * c)).collect();
         let stages_first_model = plan.models.first().map_or(1, |m| m.stages.len());
+        let mut stage_offset = Vec::new();
+        let mut total = 0;
+        for m in &plan.models {
+            stage_offset.push(total);
+            total += m.stages.len();
+        }
+        let methods = plan.attribution.methods.len();
         ShardMetrics {
-            engine: shared
-                .processing
-                .with_label_values(&[Stage::Engine.as_str()])
-                .local(),
-            end_to_end: shared
-                .processing
-                .with_label_values(&[Stage::EndToEnd.as_str()])
-                .local(),
+            stage_offset,
+            attributed: vec![None; total * c * methods],
+            attributed_by_mode: vec![None; total * MODES.len() * methods],
+            recent: vec![0; c],
+            recent_any: false,
+            engine: shared.processing.with_label_values(&[Stage::Engine.as_str()]).local(),
+            end_to_end: shared.processing.with_label_values(&[Stage::EndToEnd.as_str()]).local(),
             events: Slots::new(c * k),
             transitions,
             touches: Slots::new(c * stages_first_model),
@@ -87,43 +98,80 @@ impl ShardMetrics {
         let cat = &plan.catalog;
         let k = cat.kind_count();
         self.events
-            .inc_by(channel as usize * k + kind as usize, 1, || {
-                shared
-                    .events
-                    .with_label_values(&[cat.channel_name(channel), cat.kind_name(kind)])
-                    .local()
-            });
+            .inc_by(channel as usize * k + kind as usize, 1, || shared.events.with_label_values(&[cat.channel_name(channel), cat.kind_name(kind)]).local());
         let stage_name = plan.models.first().map_or("none", |m| m.stage_name(stage));
         let mode = cat.channel_mode(channel).map_or("other", |m| m.as_str());
-        self.touches.inc_by(
-            channel as usize * self.stages_first_model + stage as usize,
-            1,
-            || {
-                shared
-                    .channel_touches
-                    .with_label_values(&[cat.channel_name(channel), mode, stage_name])
-                    .local()
-            },
-        );
+        self.touches.inc_by(channel as usize * self.stages_first_model + stage as usize, 1, || {
+            shared.channel_touches.with_label_values(&[cat.channel_name(channel), mode, stage_name]).local()
+        });
+    }
+
+    /// Adds `credit` of a transition into `to` of `model` to `channel` under attribution method `method` (an index into the plan's methods).
+    pub fn credit(&mut self, model: usize, to: StageId, channel: ChannelId, method: usize, credit: f64) {
+        let (plan, shared) = (&self.plan, &self.shared);
+        let cat = &plan.catalog;
+        let methods = plan.attribution.methods.len();
+        let m = &plan.models[model];
+        let st = self.stage_offset[model] + to as usize;
+        let method_name = plan.attribution.methods[method].as_str();
+        let idx = (st * cat.channel_count() + channel as usize) * methods + method;
+        if let Some(slot) = self.attributed.get_mut(idx) {
+            slot.get_or_insert_with(|| shared.attributed.with_label_values(&[m.name.as_str(), m.stage_name(to), cat.channel_name(channel), method_name]))
+                .inc_by(credit);
+        }
+        let mode = cat.channel_mode(channel).map_or(3, |md| MODES.iter().position(|x| *x == md.as_str()).unwrap_or(3));
+        let idx = (st * MODES.len() + mode) * methods + method;
+        if let Some(slot) = self.attributed_by_mode.get_mut(idx) {
+            slot.get_or_insert_with(|| shared.attributed_by_mode.with_label_values(&[m.name.as_str(), m.stage_name(to), MODES[mode], method_name]))
+                .inc_by(credit);
+        }
+    }
+
+    /// A funnel moved for one customer.
+    pub fn funnel(&self, funnel: usize, ev: FunnelEvent) {
+        let f = &self.shared.funnels[funnel];
+        let name = self.plan.funnels[funnel].name.as_str();
+        match ev {
+            FunnelEvent::Reached { step, channel } => {
+                f.steps[step].inc();
+                if step == 0 {
+                    self.shared.funnel_entered.with_label_values(&[name, self.plan.catalog.channel_name(channel)]).inc();
+                }
+            }
+            FunnelEvent::Completed { duration_ms, entry_channel } => {
+                f.completed.inc();
+                f.duration.observe(duration_ms.max(0) as f64 / 1000.0);
+                f.durations_ms.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(duration_ms.max(0) as u64);
+                self.shared.funnel_completed_by_channel.with_label_values(&[name, self.plan.catalog.channel_name(entry_channel)]).inc();
+            }
+            FunnelEvent::Dropped { at_step } => f.dropped_at[at_step.min(f.dropped_at.len() - 1)].inc(),
+        }
+    }
+
+    /// Moves one customer between cells of the segment matrix (exact, shared gauges).
+    pub fn move_segment(&self, from: Option<Cell>, to: Option<Cell>) {
+        if from == to {
+            return;
+        }
+        if let Some(f) = from {
+            self.shared.segment_cells[f as usize].dec();
+        }
+        if let Some(t) = to {
+            self.shared.segment_cells[t as usize].inc();
+        }
     }
 
     pub fn transition(&mut self, model: usize, from: StageId, to: StageId, channel: ChannelId) {
+        if let Some(r) = self.recent.get_mut(channel as usize) {
+            *r += 1;
+            self.recent_any = true;
+        }
         let (plan, shared) = (&self.plan, &self.shared);
         let m = &plan.models[model];
         let s = m.stages.len();
-        let idx =
-            (from as usize * s + to as usize) * plan.catalog.channel_count() + channel as usize;
-        let ch = if channel == CHANNEL_NONE {
-            "none"
-        } else {
-            plan.catalog.channel_name(channel)
-        };
-        self.transitions[model].inc_by(idx, 1, || {
-            shared
-                .transitions
-                .with_label_values(&[m.name.as_str(), m.stage_name(from), m.stage_name(to), ch])
-                .local()
-        });
+        let idx = (from as usize * s + to as usize) * plan.catalog.channel_count() + channel as usize;
+        let ch = if channel == CHANNEL_NONE { "none" } else { plan.catalog.channel_name(channel) };
+        self.transitions[model].inc_by(idx, 1, || shared.transitions.with_label_values(&[m.name.as_str(), m.stage_name(from), m.stage_name(to), ch]).local());
     }
 
     /// Moves one customer between stages of a model (exact, shared gauges).
@@ -151,5 +199,10 @@ impl ShardMetrics {
         }
         self.engine.flush();
         self.end_to_end.flush();
+        if self.recent_any {
+            self.shared.recent.add(crate::ingest::nats::wall_ms() / 1000, &self.recent);
+            self.recent.fill(0);
+            self.recent_any = false;
+        }
     }
 }

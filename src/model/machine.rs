@@ -30,10 +30,7 @@ pub struct Rule {
 #[derive(Debug)]
 pub enum RuleTrigger {
     /// `on`: the matcher, and for `count` + `within` the index of its window.
-    On {
-        matcher: Matcher,
-        counted: Option<usize>,
-    },
+    On { matcher: Matcher, counted: Option<usize> },
     /// `after_inactivity`: the index of its duration in [`super::Plan::inactivity`].
     Inactivity { timer: usize },
 }
@@ -46,10 +43,7 @@ impl Rule {
 
 impl Model {
     pub fn stage(&self, name: &str) -> Option<StageId> {
-        self.stages
-            .iter()
-            .position(|s| s == name)
-            .map(|i| i as StageId)
+        self.stages.iter().position(|s| s == name).map(|i| i as StageId)
     }
 
     pub fn stage_name(&self, id: StageId) -> &str {
@@ -58,28 +52,15 @@ impl Model {
 
     /// Compiles a validated model; `counter` and `timer` intern the counted
     /// windows and inactivity durations shared across models.
-    pub fn compile(
-        m: &ModelConfig,
-        cat: &Catalog,
-        counter: &mut impl FnMut(Matcher, i64, u32) -> usize,
-        timer: &mut impl FnMut(i64) -> usize,
-    ) -> Model {
+    pub fn compile(m: &ModelConfig, cat: &Catalog, counter: &mut impl FnMut(Matcher, i64, u32) -> usize, timer: &mut impl FnMut(i64) -> usize) -> Model {
         let idx = |s: &str| m.stages.iter().position(|x| x == s).unwrap_or(0) as StageId;
         let order = m.merge_order.as_ref().unwrap_or(&m.stages);
-        let rank = m
-            .stages
-            .iter()
-            .map(|s| order.iter().position(|o| o == s).unwrap_or(0) as u16)
-            .collect();
+        let rank = m.stages.iter().map(|s| order.iter().position(|o| o == s).unwrap_or(0) as u16).collect();
         let rules = m
             .transitions
             .iter()
             .map(|t| {
-                let from = t
-                    .from
-                    .names()
-                    .iter()
-                    .fold(0u64, |acc, s| acc | (1u64 << idx(s)));
+                let from = t.from.names().iter().fold(0u64, |acc, s| acc | (1u64 << idx(s)));
                 let trigger = match (&t.on, t.after_inactivity) {
                     (Some(on), _) => {
                         let matcher = Matcher::from_config(cat, on);
@@ -89,26 +70,14 @@ impl Model {
                         };
                         RuleTrigger::On { matcher, counted }
                     }
-                    (None, Some(d)) => RuleTrigger::Inactivity {
-                        timer: timer(d.millis()),
-                    },
+                    (None, Some(d)) => RuleTrigger::Inactivity { timer: timer(d.millis()) },
                     (None, None) => {
                         unreachable!("validated: every transition has `on` or `after_inactivity`")
                     }
                 };
-                Rule {
-                    from,
-                    to: idx(&t.to),
-                    trigger,
-                }
+                Rule { from, to: idx(&t.to), trigger }
             })
             .collect();
-        Model {
-            name: m.name.clone(),
-            stages: m.stages.clone(),
-            initial: idx(&m.initial),
-            rank,
-            rules,
-        }
+        Model { name: m.name.clone(), stages: m.stages.clone(), initial: idx(&m.initial), rank, rules }
     }
 }

@@ -42,12 +42,7 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn new(
-        cat: &Catalog,
-        kinds: &OneOrMany,
-        channels: Option<&OneOrMany>,
-        min_value: Option<f64>,
-    ) -> Matcher {
+    pub fn new(cat: &Catalog, kinds: &OneOrMany, channels: Option<&OneOrMany>, min_value: Option<f64>) -> Matcher {
         let kinds = if kinds.names().contains(&"*") {
             None
         } else {
@@ -66,11 +61,7 @@ impl Matcher {
             }
             set
         });
-        Matcher {
-            kinds,
-            channels,
-            min_value,
-        }
+        Matcher { kinds, channels, min_value }
     }
 
     pub fn from_config(cat: &Catalog, m: &MatchConfig) -> Matcher {
@@ -80,9 +71,7 @@ impl Matcher {
     pub fn matches(&self, t: &Touch) -> bool {
         self.kinds.as_ref().is_none_or(|k| k.contains(t.kind))
             && self.channels.as_ref().is_none_or(|c| c.contains(t.channel))
-            && self
-                .min_value
-                .is_none_or(|min| t.value.is_some_and(|v| v >= min))
+            && self.min_value.is_none_or(|min| t.value.is_some_and(|v| v >= min))
     }
 }
 
@@ -93,24 +82,10 @@ mod tests {
 
     #[test]
     fn kind_channel_and_min_value_all_must_hold() {
-        let c = config::parse(
-            "kinds = [\"purchase\", \"view\"]\n[channels]\napp = \"tech\"\nsms = \"low\"\n",
-        )
-        .unwrap()
-        .config;
+        let c = config::parse("kinds = [\"purchase\", \"view\"]\n[channels]\napp = \"tech\"\nsms = \"low\"\n").unwrap().config;
         let cat = Catalog::new(&c);
-        let m = Matcher::new(
-            &cat,
-            &OneOrMany::One("purchase".into()),
-            Some(&OneOrMany::Many(vec!["app".into()])),
-            Some(100.0),
-        );
-        let t = |kind: &str, ch: &str, v: Option<f64>| Touch {
-            ts: 0,
-            channel: cat.channel(ch).unwrap(),
-            kind: cat.kind(kind),
-            value: v,
-        };
+        let m = Matcher::new(&cat, &OneOrMany::One("purchase".into()), Some(&OneOrMany::Many(vec!["app".into()])), Some(100.0));
+        let t = |kind: &str, ch: &str, v: Option<f64>| Touch { ts: 0, channel: cat.channel(ch).unwrap(), kind: cat.kind(kind), value: v };
         assert!(m.matches(&t("purchase", "app", Some(100.0))));
         assert!(!m.matches(&t("purchase", "app", Some(99.0))));
         assert!(!m.matches(&t("purchase", "app", None)));

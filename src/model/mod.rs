@@ -4,8 +4,11 @@
 //! functions of (journey, event or timer, watermark), so the engine is
 //! deterministic and replayable.
 
+pub mod attribution;
+pub mod funnel;
 pub mod machine;
 pub mod matcher;
+pub mod segment;
 pub mod window;
 
 pub use machine::{Model, Rule, RuleTrigger, StageId};
@@ -32,6 +35,9 @@ pub struct Plan {
     pub counted: Vec<Counted>,
     /// Distinct `after_inactivity` durations (ms); a timer names one by index.
     pub inactivity: Vec<i64>,
+    pub attribution: attribution::Attributor,
+    pub funnels: Vec<funnel::Funnel>,
+    pub segments: segment::Segments,
 }
 
 /// A customer's stage in every model, and the windows its counted rules read.
@@ -72,11 +78,7 @@ impl Plan {
                     m,
                     &catalog,
                     &mut |matcher, within, count| {
-                        counted.push(Counted {
-                            matcher,
-                            within,
-                            count,
-                        });
+                        counted.push(Counted { matcher, within, count });
                         counted.len() - 1
                     },
                     &mut |d| match inactivity.iter().position(|x| *x == d) {
@@ -89,36 +91,20 @@ impl Plan {
                 )
             })
             .collect();
-        Plan {
-            config,
-            catalog,
-            models,
-            counted,
-            inactivity,
-        }
+        let attribution = attribution::Attributor::new(&config.attribution);
+        let funnels = config.funnels.iter().map(|f| funnel::Funnel::compile(f, &catalog)).collect();
+        let segments = segment::Segments::new(&config.segments, &catalog);
+        Plan { config, catalog, models, counted, inactivity, attribution, funnels, segments }
     }
 
     /// A new customer's journey: every model at its initial stage since `ts`.
     pub fn new_journey(&self, ts: i64) -> Journey {
-        Journey {
-            stages: self.models.iter().map(|m| (m.initial, ts)).collect(),
-            windows: self
-                .counted
-                .iter()
-                .map(|_| CountWindow::default())
-                .collect(),
-        }
+        Journey { stages: self.models.iter().map(|m| (m.initial, ts)).collect(), windows: self.counted.iter().map(|_| CountWindow::default()).collect() }
     }
 
     /// Applies one event: records it in the counted windows it matches, then in
     /// every model fires the first rule whose `from` holds and whose `on` matches.
-    pub fn on_event(
-        &self,
-        j: &mut Journey,
-        t: &Touch,
-        watermark: i64,
-        mut fired: impl FnMut(Fired),
-    ) {
+    pub fn on_event(&self, j: &mut Journey, t: &Touch, watermark: i64, mut fired: impl FnMut(Fired)) {
         for (w, c) in j.windows.iter_mut().zip(&self.counted) {
             if c.matcher.matches(t) {
                 w.record(t.ts);
@@ -140,11 +126,7 @@ impl Plan {
                     }
                 }
                 j.stages[mi] = (rule.to, t.ts);
-                fired(Fired {
-                    model: mi,
-                    from: cur,
-                    to: rule.to,
-                });
+                fired(Fired { model: mi, from: cur, to: rule.to });
                 break;
             }
         }
@@ -158,17 +140,10 @@ impl Plan {
     pub fn on_timer(&self, j: &mut Journey, timer: usize, due: i64, mut fired: impl FnMut(Fired)) {
         for (mi, m) in self.models.iter().enumerate() {
             let cur = j.stages[mi].0;
-            let rule = m.rules.iter().find(|r| {
-                matches!(r.trigger, RuleTrigger::Inactivity { timer: t } if t == timer)
-                    && r.holds(cur)
-            });
+            let rule = m.rules.iter().find(|r| matches!(r.trigger, RuleTrigger::Inactivity { timer: t } if t == timer) && r.holds(cur));
             if let Some(rule) = rule {
                 j.stages[mi] = (rule.to, due);
-                fired(Fired {
-                    model: mi,
-                    from: cur,
-                    to: rule.to,
-                });
+                fired(Fired { model: mi, from: cur, to: rule.to });
             }
         }
     }
@@ -187,12 +162,7 @@ impl Plan {
                 (a, a_since)
             };
             j.stages[mi] = (to, since);
-            merged(Merged {
-                model: mi,
-                survivor: a,
-                absorbed: b,
-                to,
-            });
+            merged(Merged { model: mi, survivor: a, absorbed: b, to });
         }
         for (w, o) in j.windows.iter_mut().zip(other.windows.into_vec()) {
             w.merge(o);

@@ -42,12 +42,7 @@ fn plan() -> Plan {
 }
 
 fn touch(p: &Plan, ts: i64, kind: &str, channel: &str, value: Option<f64>) -> Touch {
-    Touch {
-        ts,
-        channel: p.catalog.channel(channel).unwrap(),
-        kind: p.catalog.kind(kind),
-        value,
-    }
+    Touch { ts, channel: p.catalog.channel(channel).unwrap(), kind: p.catalog.kind(kind), value }
 }
 
 fn stage(p: &Plan, j: &Journey, model: usize) -> String {
@@ -56,9 +51,7 @@ fn stage(p: &Plan, j: &Journey, model: usize) -> String {
 
 fn apply(p: &Plan, j: &mut Journey, ts: i64, kind: &str) -> Vec<Fired> {
     let mut out = vec![];
-    p.on_event(j, &touch(p, ts, kind, "app", Some(10.0)), ts, |f| {
-        out.push(f)
-    });
+    p.on_event(j, &touch(p, ts, kind, "app", Some(10.0)), ts, |f| out.push(f));
     out
 }
 
@@ -116,26 +109,11 @@ fn channel_and_min_value_restrict_a_rule() {
     let p = plan();
     let mut j = p.new_journey(0);
     let mut fired = vec![];
-    p.on_event(
-        &mut j,
-        &touch(&p, 1, "purchase", "app", Some(5000.0)),
-        1,
-        |f| fired.push(f),
-    );
+    p.on_event(&mut j, &touch(&p, 1, "purchase", "app", Some(5000.0)), 1, |f| fired.push(f));
     assert_eq!(stage(&p, &j, 1), "none");
-    p.on_event(
-        &mut j,
-        &touch(&p, 2, "purchase", "store", Some(999.0)),
-        2,
-        |f| fired.push(f),
-    );
+    p.on_event(&mut j, &touch(&p, 2, "purchase", "store", Some(999.0)), 2, |f| fired.push(f));
     assert_eq!(stage(&p, &j, 1), "none");
-    p.on_event(
-        &mut j,
-        &touch(&p, 3, "purchase", "store", Some(1000.0)),
-        3,
-        |f| fired.push(f),
-    );
+    p.on_event(&mut j, &touch(&p, 3, "purchase", "store", Some(1000.0)), 3, |f| fired.push(f));
     assert_eq!(stage(&p, &j, 1), "big_spender");
 }
 

@@ -26,9 +26,7 @@ impl CountWindow {
     /// and of the times before the watermark, only the `keep` latest can matter
     /// to "at least `keep`".
     pub fn prune(&mut self, watermark: i64, within: i64, keep: usize) {
-        let dead = self
-            .times
-            .partition_point(|&t| t <= watermark.saturating_sub(within));
+        let dead = self.times.partition_point(|&t| t <= watermark.saturating_sub(within));
         let before_wm = self.times.partition_point(|&t| t < watermark);
         let drop = dead.max(before_wm.saturating_sub(keep));
         if drop > 0 {
@@ -79,11 +77,7 @@ mod tests {
         pruned.prune(55, 100, 3);
         assert!(pruned.len() <= 4);
         for future in 55..200 {
-            assert_eq!(
-                w.count_in(future, 100).min(3),
-                pruned.count_in(future, 100).min(3),
-                "at {future}"
-            );
+            assert_eq!(w.count_in(future, 100).min(3), pruned.count_in(future, 100).min(3), "at {future}");
         }
     }
 }

@@ -1,0 +1,282 @@
+//! Multi-touch attribution: which channels get the credit for a transition.
+//!
+//! A customer's touches are its applied events (duplicates and late events
+//! never reach a shard), the last `max_touches` kept. For a transition at `ts`
+//! the touches in `(ts - lookback, ts]` are credited, the causing event as the
+//! last touch. Under every model the credits of one transition sum to 1.
+
+use crate::catalog::ChannelId;
+use crate::config::AttributionConfig;
+
+/// The attribution models, in the order of [`crate::config::ATTRIBUTION_MODELS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    FirstTouch,
+    LastTouch,
+    Linear,
+    TimeDecay,
+    PositionBased,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "first_touch" => Method::FirstTouch,
+            "last_touch" => Method::LastTouch,
+            "linear" => Method::Linear,
+            "time_decay" => Method::TimeDecay,
+            "position_based" => Method::PositionBased,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::FirstTouch => "first_touch",
+            Method::LastTouch => "last_touch",
+            Method::Linear => "linear",
+            Method::TimeDecay => "time_decay",
+            Method::PositionBased => "position_based",
+        }
+    }
+}
+
+/// A touch packed in 8 bytes: event time (ms, 48 bits) and channel (16 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedTouch(u64);
+
+const TS_BITS: u32 = 48;
+const TS_MASK: u64 = (1 << TS_BITS) - 1;
+
+impl PackedTouch {
+    pub fn new(ts: i64, channel: ChannelId) -> PackedTouch {
+        PackedTouch((ts.max(0) as u64 & TS_MASK) | ((channel as u64) << TS_BITS))
+    }
+    pub fn ts(self) -> i64 {
+        (self.0 & TS_MASK) as i64
+    }
+    pub fn channel(self) -> ChannelId {
+        (self.0 >> TS_BITS) as ChannelId
+    }
+}
+
+/// The last N touches of a customer, in arrival order (a ring).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touches {
+    ring: Vec<PackedTouch>,
+    /// Index of the oldest touch once the ring is full.
+    head: u16,
+}
+
+impl Touches {
+    pub fn push(&mut self, t: PackedTouch, max: usize) {
+        if self.ring.len() < max {
+            self.ring.push(t);
+        } else if !self.ring.is_empty() {
+            self.ring[self.head as usize] = t;
+            self.head = ((self.head as usize + 1) % self.ring.len()) as u16;
+        }
+    }
+
+    /// Touches oldest-arrival first.
+    pub fn iter(&self) -> impl Iterator<Item = PackedTouch> + '_ {
+        let (a, b) = self.ring.split_at(self.head as usize);
+        b.iter().chain(a.iter()).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// Both customers' touches, the latest `max` by time kept (a merge).
+    pub fn merge(&mut self, other: &Touches, max: usize) {
+        let mut all: Vec<PackedTouch> = self.iter().chain(other.iter()).collect();
+        all.sort_by_key(|t| t.ts());
+        let skip = all.len().saturating_sub(max);
+        self.ring = all.split_off(skip);
+        self.head = 0;
+    }
+}
+
+/// Compiled attribution settings.
+#[derive(Debug, Clone)]
+pub struct Attributor {
+    pub methods: Vec<Method>,
+    pub lookback: i64,
+    pub half_life: i64,
+    pub max_touches: usize,
+    pub first_share: f64,
+    pub last_share: f64,
+}
+
+impl Attributor {
+    pub fn new(c: &AttributionConfig) -> Attributor {
+        Attributor {
+            methods: c.models.iter().filter_map(|m| Method::parse(m)).collect(),
+            lookback: c.lookback.millis(),
+            half_life: c.half_life.millis(),
+            max_touches: c.max_touches,
+            first_share: c.position_first,
+            last_share: c.position_last,
+        }
+    }
+
+    /// The credited touches for a transition caused by `cause` (not yet in
+    /// `touches`): the earlier touches in `(ts - lookback, ts]` by time, then
+    /// the cause, the last touch. At most `max_touches` in all.
+    pub fn credited(&self, touches: &Touches, cause: PackedTouch, out: &mut Vec<PackedTouch>) {
+        out.clear();
+        let ts = cause.ts();
+        out.extend(touches.iter().filter(|t| t.ts() > ts - self.lookback && t.ts() <= ts));
+        out.sort_by_key(|t| t.ts());
+        let keep = self.max_touches.saturating_sub(1);
+        if out.len() > keep {
+            out.drain(..out.len() - keep);
+        }
+        out.push(cause);
+    }
+
+    /// Credit per touch position under `method`; `weights` gets one entry per touch, summing to 1.
+    pub fn weights(&self, method: Method, touches: &[PackedTouch], ts: i64, weights: &mut Vec<f64>) {
+        weights.clear();
+        let k = touches.len();
+        if k == 0 {
+            return;
+        }
+        weights.resize(k, 0.0);
+        match method {
+            Method::FirstTouch => weights[0] = 1.0,
+            Method::LastTouch => weights[k - 1] = 1.0,
+            Method::Linear => weights.iter_mut().for_each(|w| *w = 1.0 / k as f64),
+            Method::TimeDecay => {
+                let hl = self.half_life.max(1) as f64;
+                for (w, t) in weights.iter_mut().zip(touches) {
+                    *w = (-((ts - t.ts()).max(0) as f64) / hl).exp2();
+                }
+                let sum: f64 = weights.iter().sum();
+                weights.iter_mut().for_each(|w| *w /= sum);
+            }
+            Method::PositionBased => match k {
+                1 => weights[0] = 1.0,
+                2 => {
+                    let total = self.first_share + self.last_share;
+                    let (f, l) = if total > 0.0 { (self.first_share / total, self.last_share / total) } else { (0.5, 0.5) };
+                    weights[0] = f;
+                    weights[1] = l;
+                }
+                _ => {
+                    let middle = (1.0 - self.first_share - self.last_share) / (k - 2) as f64;
+                    weights.iter_mut().for_each(|w| *w = middle);
+                    weights[0] = self.first_share;
+                    weights[k - 1] = self.last_share;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributor() -> Attributor {
+        Attributor::new(&AttributionConfig::default())
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    fn touches(list: &[(i64, u16)], max: usize) -> Touches {
+        let mut t = Touches::default();
+        for (ts, ch) in list {
+            t.push(PackedTouch::new(*ts, *ch), max);
+        }
+        t
+    }
+
+    /// Credits with the last touch of `t` as the cause.
+    fn credit(a: &Attributor, m: Method, t: &Touches, ts: i64) -> Vec<(u16, f64)> {
+        let all: Vec<PackedTouch> = t.iter().collect();
+        let (cause, earlier) = all.split_last().unwrap();
+        let mut before = Touches::default();
+        for e in earlier {
+            before.push(*e, 1024);
+        }
+        let mut credited = Vec::new();
+        a.credited(&before, PackedTouch::new(ts, cause.channel()), &mut credited);
+        let mut w = Vec::new();
+        a.weights(m, &credited, ts, &mut w);
+        credited.iter().map(|t| t.channel()).zip(w).collect()
+    }
+
+    #[test]
+    fn packed_touch_round_trips() {
+        let t = PackedTouch::new(1_732_233_600_123, 513);
+        assert_eq!((t.ts(), t.channel()), (1_732_233_600_123, 513));
+    }
+
+    #[test]
+    fn ring_keeps_the_last_n_in_arrival_order() {
+        let t = touches(&[(1, 1), (2, 2), (3, 3), (4, 4)], 3);
+        assert_eq!(t.iter().map(|t| t.channel()).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn first_last_and_linear_on_three_touches() {
+        let a = attributor();
+        let t = touches(&[(DAY, 2), (2 * DAY, 3), (3 * DAY, 4)], 32);
+        assert_eq!(credit(&a, Method::FirstTouch, &t, 3 * DAY), vec![(2, 1.0), (3, 0.0), (4, 0.0)]);
+        assert_eq!(credit(&a, Method::LastTouch, &t, 3 * DAY), vec![(2, 0.0), (3, 0.0), (4, 1.0)]);
+        let lin = credit(&a, Method::Linear, &t, 3 * DAY);
+        assert!(lin.iter().all(|(_, w)| (*w - 1.0 / 3.0).abs() < 1e-12));
+    }
+
+    #[test]
+    fn time_decay_halves_per_half_life() {
+        let a = attributor(); // half-life 7d
+        let t = touches(&[(0, 2), (7 * DAY, 3)], 32);
+        let c = credit(&a, Method::TimeDecay, &t, 7 * DAY);
+        // weights 0.5 and 1, normalised: 1/3 and 2/3
+        assert!((c[0].1 - 1.0 / 3.0).abs() < 1e-12 && (c[1].1 - 2.0 / 3.0).abs() < 1e-12, "{c:?}");
+    }
+
+    #[test]
+    fn position_based_gives_forty_forty_twenty() {
+        let a = attributor();
+        let t = touches(&[(1, 2), (2, 3), (3, 4), (4, 5)], 32);
+        let c = credit(&a, Method::PositionBased, &t, 4);
+        let w: Vec<f64> = c.iter().map(|x| x.1).collect();
+        assert!((w[0] - 0.4).abs() < 1e-12 && (w[3] - 0.4).abs() < 1e-12 && (w[1] - 0.1).abs() < 1e-12 && (w[2] - 0.1).abs() < 1e-12);
+        let two = touches(&[(1, 2), (2, 3)], 32);
+        assert_eq!(credit(&a, Method::PositionBased, &two, 2), vec![(2, 0.5), (3, 0.5)]);
+        let one = touches(&[(1, 2)], 32);
+        assert_eq!(credit(&a, Method::PositionBased, &one, 1), vec![(2, 1.0)]);
+    }
+
+    #[test]
+    fn lookback_window_is_open_at_its_start() {
+        let a = attributor(); // lookback 30d
+        let t = touches(&[(0, 2), (1, 3), (30 * DAY, 4)], 32);
+        let c = credit(&a, Method::FirstTouch, &t, 30 * DAY);
+        assert_eq!(c.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 4], "a touch exactly lookback old is out");
+    }
+
+    #[test]
+    fn history_bound_drops_the_oldest_touches() {
+        let a = attributor();
+        let t = touches(&[(1, 2), (2, 3), (3, 4)], 2);
+        assert_eq!(credit(&a, Method::FirstTouch, &t, 3)[0], (3, 1.0));
+    }
+
+    #[test]
+    fn the_causing_event_is_the_last_touch_even_if_older_touches_arrived_later() {
+        let a = attributor();
+        // arrival order: ts 5 on channel 2, then the cause at ts 4 on channel 3
+        let t = touches(&[(5, 2), (4, 3)], 32);
+        let c = credit(&a, Method::LastTouch, &t, 4);
+        assert_eq!(c, vec![(3, 1.0)], "a touch after the transition's time is not credited");
+    }
+}

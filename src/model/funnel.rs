@@ -1,0 +1,239 @@
+//! Funnels: ordered steps within a window from the first step.
+//!
+//! An attempt starts at an event matching step 1 when the customer has no
+//! open attempt (that event reaches step 1). It advances on the first later
+//! event matching the next step with `ts <= start + window` (and, when the
+//! step has `within`, no later than that after the previous step). It
+//! completes at the last step. It is dropped when the watermark passes
+//! `start + window`, or at once by an exclusion event; `at_step` names the
+//! first step not reached. After completion a new attempt may start when
+//! `reentry` is on (the default).
+
+use super::matcher::{Matcher, Touch};
+use crate::catalog::{Catalog, ChannelId};
+use crate::config::{FunnelConfig, FunnelStepConfig, OneOrMany};
+
+#[derive(Debug)]
+pub struct Step {
+    pub label: String,
+    pub matcher: Matcher,
+    pub within: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct Funnel {
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub window: i64,
+    pub exclusions: Matcher,
+    pub has_exclusions: bool,
+    pub reentry: bool,
+}
+
+/// A customer's position in one funnel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FunnelState {
+    /// Steps reached by the open attempt; 0 = no open attempt.
+    pub reached: u8,
+    pub completed_once: bool,
+    pub entry_channel: ChannelId,
+    pub start: i64,
+    pub last: i64,
+}
+
+/// What an event or the watermark did to one funnel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FunnelEvent {
+    /// Step `step` (0-based) reached; step 0 means an attempt entered via `channel`.
+    Reached { step: usize, channel: ChannelId },
+    /// The attempt completed after `duration_ms`, having entered via `entry_channel`.
+    Completed { duration_ms: i64, entry_channel: ChannelId },
+    /// The attempt ended without completing; `at_step` is the first step not reached.
+    Dropped { at_step: usize },
+}
+
+impl Funnel {
+    pub fn compile(f: &FunnelConfig, cat: &Catalog) -> Funnel {
+        let steps = f
+            .steps
+            .iter()
+            .map(|s| match s {
+                FunnelStepConfig::Kind(k) => Step { label: k.clone(), matcher: Matcher::new(cat, &OneOrMany::One(k.clone()), None, None), within: None },
+                FunnelStepConfig::Step(t) => Step {
+                    label: t.name.clone().unwrap_or_else(|| t.kind.names().join("|")),
+                    matcher: Matcher::new(cat, &t.kind, t.channel.as_ref(), t.min_value),
+                    within: t.within.map(|w| w.millis()),
+                },
+            })
+            .collect();
+        Funnel {
+            name: f.name.clone(),
+            steps,
+            window: f.window.millis(),
+            exclusions: Matcher::new(cat, &OneOrMany::Many(f.exclusions.clone()), None, None),
+            has_exclusions: !f.exclusions.is_empty(),
+            reentry: f.reentry,
+        }
+    }
+
+    /// The time at which an open attempt expires: the first watermark past `start + window`.
+    pub fn expiry(&self, s: &FunnelState) -> i64 {
+        s.start.saturating_add(self.window).saturating_add(1)
+    }
+
+    /// Applies one event. Returns whether an attempt was opened (its expiry needs a timer).
+    pub fn on_event(&self, s: &mut FunnelState, t: &Touch, mut out: impl FnMut(FunnelEvent)) -> bool {
+        if s.reached > 0 {
+            if self.has_exclusions && self.exclusions.matches(t) {
+                out(FunnelEvent::Dropped { at_step: s.reached as usize });
+                s.reached = 0;
+                return false;
+            }
+            let next = &self.steps[s.reached as usize];
+            let in_window = t.ts <= s.start.saturating_add(self.window);
+            let in_gap = next.within.is_none_or(|w| t.ts - s.last <= w);
+            if in_window && in_gap && next.matcher.matches(t) {
+                out(FunnelEvent::Reached { step: s.reached as usize, channel: t.channel });
+                s.reached += 1;
+                s.last = t.ts;
+                if s.reached as usize == self.steps.len() {
+                    out(FunnelEvent::Completed { duration_ms: t.ts - s.start, entry_channel: s.entry_channel });
+                    s.reached = 0;
+                    s.completed_once = true;
+                }
+            }
+            return false;
+        }
+        if (s.completed_once && !self.reentry) || !self.steps[0].matcher.matches(t) {
+            return false;
+        }
+        out(FunnelEvent::Reached { step: 0, channel: t.channel });
+        if self.steps.len() == 1 {
+            out(FunnelEvent::Completed { duration_ms: 0, entry_channel: t.channel });
+            s.completed_once = true;
+            return false;
+        }
+        *s = FunnelState { reached: 1, completed_once: s.completed_once, entry_channel: t.channel, start: t.ts, last: t.ts };
+        true
+    }
+
+    /// The watermark moved: drops the open attempt if its window has passed.
+    pub fn on_watermark(&self, s: &mut FunnelState, watermark: i64, mut out: impl FnMut(FunnelEvent)) {
+        if s.reached > 0 && self.expiry(s) <= watermark {
+            out(FunnelEvent::Dropped { at_step: s.reached as usize });
+            s.reached = 0;
+        }
+    }
+
+    /// Merges two customers' attempts: the one further along stays open (the
+    /// earlier on a tie); the other is dropped. Returns the drop, if any.
+    pub fn merge(&self, s: &mut FunnelState, other: FunnelState) -> Option<FunnelEvent> {
+        let completed = s.completed_once || other.completed_once;
+        let dropped = match (s.reached, other.reached) {
+            (_, 0) => None,
+            (0, _) => {
+                *s = other;
+                None
+            }
+            (a, b) if b > a || (a == b && other.start < s.start) => {
+                let d = Some(FunnelEvent::Dropped { at_step: a as usize });
+                *s = other;
+                d
+            }
+            (_, b) => Some(FunnelEvent::Dropped { at_step: b as usize }),
+        };
+        s.completed_once = completed;
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const DAY: i64 = 86_400_000;
+
+    fn setup(extra: &str) -> (Catalog, Funnel) {
+        let c = config::parse(&format!("[channels]\napp = \"tech\"\nweb = \"tech\"\n[[funnel]]\nname = \"onboarding\"\nsteps = [\"signup\", \"activate\", \"purchase\"]\nwindow = \"7d\"\n{extra}")).unwrap().config;
+        let cat = Catalog::new(&c);
+        let f = Funnel::compile(&c.funnels[0], &cat);
+        (cat, f)
+    }
+
+    fn run(cat: &Catalog, f: &Funnel, s: &mut FunnelState, events: &[(i64, &str)]) -> Vec<FunnelEvent> {
+        let mut out = vec![];
+        for (ts, kind) in events {
+            let t = Touch { ts: *ts, channel: cat.channel("web").unwrap(), kind: cat.kind(kind), value: None };
+            f.on_event(s, &t, |e| out.push(e));
+        }
+        out
+    }
+
+    #[test]
+    fn completes_in_order_within_the_window() {
+        let (cat, f) = setup("");
+        let mut s = FunnelState::default();
+        let out = run(&cat, &f, &mut s, &[(0, "signup"), (DAY, "activate"), (2 * DAY, "purchase")]);
+        assert_eq!(out.len(), 4);
+        assert!(matches!(out[3], FunnelEvent::Completed { duration_ms, .. } if duration_ms == 2 * DAY));
+    }
+
+    #[test]
+    fn out_of_order_kinds_do_not_advance() {
+        let (cat, f) = setup("");
+        let mut s = FunnelState::default();
+        let out = run(&cat, &f, &mut s, &[(0, "signup"), (1, "purchase"), (2, "activate")]);
+        assert_eq!(out.len(), 2);
+        assert_eq!(s.reached, 2);
+    }
+
+    #[test]
+    fn window_expiry_drops_at_the_first_step_not_reached() {
+        let (cat, f) = setup("");
+        let mut s = FunnelState::default();
+        run(&cat, &f, &mut s, &[(0, "signup"), (DAY, "activate"), (8 * DAY, "purchase")]);
+        assert_eq!(s.reached, 2, "a step after the window does not count");
+        let mut out = vec![];
+        f.on_watermark(&mut s, 7 * DAY, |e| out.push(e));
+        assert!(out.is_empty(), "start + window is not yet earlier than the watermark");
+        f.on_watermark(&mut s, 7 * DAY + 1, |e| out.push(e));
+        assert_eq!(out, vec![FunnelEvent::Dropped { at_step: 2 }]);
+    }
+
+    #[test]
+    fn exclusion_ends_the_attempt() {
+        let (cat, f) = setup("exclusions = [\"refund\"]\n");
+        let mut s = FunnelState::default();
+        let out = run(&cat, &f, &mut s, &[(0, "signup"), (1, "refund"), (2, "activate")]);
+        assert_eq!(out[1], FunnelEvent::Dropped { at_step: 1 });
+        assert_eq!(s.reached, 0);
+    }
+
+    #[test]
+    fn reentry_after_completion_is_configurable() {
+        let (cat, f) = setup("reentry = false\n");
+        let mut s = FunnelState::default();
+        run(&cat, &f, &mut s, &[(0, "signup"), (1, "activate"), (2, "purchase")]);
+        let out = run(&cat, &f, &mut s, &[(3, "signup")]);
+        assert!(out.is_empty());
+        let (cat, f) = setup("");
+        let mut s = FunnelState::default();
+        run(&cat, &f, &mut s, &[(0, "signup"), (1, "activate"), (2, "purchase")]);
+        assert_eq!(run(&cat, &f, &mut s, &[(3, "signup")]).len(), 1);
+    }
+
+    #[test]
+    fn per_step_gap_limits_the_time_since_the_previous_step() {
+        let c = config::parse("[[funnel]]\nname = \"f\"\nwindow = \"7d\"\nsteps = [\"signup\", { kind = \"activate\", within = \"1h\" }]\n").unwrap().config;
+        let cat = Catalog::new(&c);
+        let f = Funnel::compile(&c.funnels[0], &cat);
+        let mut s = FunnelState::default();
+        let t = |ts, k: &str| Touch { ts, channel: 1, kind: cat.kind(k), value: None };
+        f.on_event(&mut s, &t(0, "signup"), |_| {});
+        f.on_event(&mut s, &t(3_600_001, "activate"), |_| {});
+        assert_eq!(s.reached, 1);
+        f.on_event(&mut s, &t(3_600_000, "activate"), |_| {});
+        assert_eq!(s.reached, 0, "completed");
+    }
+}
