@@ -2,11 +2,13 @@
 //! subscribed), and the customer API: `GET`/`DELETE /v1/customers/{id}`
 //! (any linked id; `?type=phone` to name the id type). Customer requests go
 //! through the router so they see every event routed before them.
+//! `/v1/funnels`, `/v1/funnels/{name}` and `/v1/stats` summarise the live metrics.
 
 use crate::engine::CustomerView;
 use crate::ingest::nats::Control;
 use crate::metrics::latency::LatencyHub;
 use crate::metrics::Metrics;
+use crate::model::Plan;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Clone)]
 pub struct AppState {
+    pub plan: Arc<Plan>,
     pub metrics: Arc<Metrics>,
     pub latency: Arc<LatencyHub>,
     pub ready: Arc<AtomicBool>,
@@ -31,6 +34,9 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/customers/{id}", get(get_customer).delete(delete_customer))
+        .route("/v1/funnels", get(|State(s): State<AppState>| async move { Json(crate::stats::funnels(&s.plan, &s.metrics)) }))
+        .route("/v1/funnels/{name}", get(get_funnel))
+        .route("/v1/stats", get(|State(s): State<AppState>| async move { Json(crate::stats::stats(&s.plan, &s.metrics, crate::ingest::nats::wall_ms())) }))
         .with_state(state)
 }
 
@@ -57,6 +63,8 @@ pub struct IdQuery {
 pub enum ApiError {
     #[error("no customer has the id `{0}`")]
     NotFound(String),
+    #[error("no funnel is named `{0}`")]
+    NoFunnel(String),
     #[error("journeyd is shutting down")]
     Unavailable,
 }
@@ -64,7 +72,7 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self {
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoFunnel(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
@@ -97,4 +105,8 @@ async fn get_customer(State(s): State<AppState>, Path(id): Path<String>, Query(q
 async fn delete_customer(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<IdQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let view = forget(&s.control, q.id_type, id).await?;
     Ok(Json(serde_json::json!({ "forgotten": view })))
+}
+
+async fn get_funnel(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<crate::stats::FunnelReport>, ApiError> {
+    crate::stats::funnels(&s.plan, &s.metrics).into_iter().find(|f| f.name == name).map(Json).ok_or(ApiError::NoFunnel(name))
 }

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod replay;
 pub mod requests;
+pub mod stats;
 
 use anyhow::Context;
 use engine::{Engine, ShardReport, Sink};
@@ -60,7 +61,7 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen).await.with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
     let ready = Arc::new(AtomicBool::new(false));
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
-    let state = api::AppState { metrics: metrics.clone(), latency: latency.clone(), ready: ready.clone(), control: control_tx.clone() };
+    let state = api::AppState { plan: plan.clone(), metrics: metrics.clone(), latency: latency.clone(), ready: ready.clone(), control: control_tx.clone() };
     let http_stop = CancellationToken::new();
     let http = {
         let stop = http_stop.clone();

@@ -53,6 +53,12 @@ fn load(path: &std::path::Path) -> anyhow::Result<config::Config> {
     }
 }
 
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOURNEYD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -118,7 +124,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     println!("{}: {w}", file.display());
                 }
                 let plan = journeyd::model::Plan::new(loaded.config);
-                println!("{}: ok ({} models, {} warnings)", file.display(), plan.models.len(), loaded.warnings.len());
+                let series = journeyd::metrics::worst_case_series(&plan);
+                let mut text =
+                    format!("{}: ok ({} models, {} funnels, {} warnings)\n", file.display(), plan.models.len(), plan.funnels.len(), loaded.warnings.len());
+                text += &format!("worst-case Prometheus series: {}\n", series.iter().map(|(_, n)| n).sum::<usize>());
+                for (name, n) in series {
+                    text += &format!("  {name:45} {n:>7}\n");
+                }
+                print_out(&text);
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -132,9 +145,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("replaying {}", events.display()))?;
             match format {
-                Format::Text => print!("{}", summary.to_text()),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-                Format::Prometheus => print!("{}", summary.metrics_text),
+                Format::Text => print_out(&summary.to_text()),
+                Format::Json => print_out(&(serde_json::to_string_pretty(&summary)? + "\n")),
+                Format::Prometheus => print_out(&summary.metrics_text),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -74,6 +74,10 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
             f.error(format!("trigger[{i}].name"), format!("duplicate trigger name `{}`", t.name));
         }
         check_trigger(c, i, t, &mut f);
+        f.warn(
+            format!("trigger[{i}]"),
+            format!("trigger `{}` is checked but not evaluated: this version of journeyd publishes no journey.trigger.* messages", t.name),
+        );
     }
     f.0
 }

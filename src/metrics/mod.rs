@@ -8,9 +8,11 @@ pub mod local;
 pub mod recent;
 
 use crate::event::RejectReason;
-use crate::model::Plan;
 use crate::model::segment::cell_labels;
-use prometheus::{CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use crate::model::Plan;
+use prometheus::{
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use std::sync::Mutex;
 
 /// Processing stages timed in `journey_processing_seconds{stage}`.
@@ -126,21 +128,52 @@ impl Metrics {
             .expect("static metric definition");
         r.register(Box::new(latency.clone())).expect("metric registered once");
 
-        let attributed = CounterVec::new(Opts::new("journey_attributed_transitions_total", "Credit for event-caused transitions, by model, target stage, channel and attribution model; each transition's credit sums to 1."), &["model", "to", "channel", "attribution"]).expect("static metric definition");
+        let attributed = CounterVec::new(
+            Opts::new(
+                "journey_attributed_transitions_total",
+                "Credit for event-caused transitions, by model, target stage, channel and attribution model; each transition's credit sums to 1.",
+            ),
+            &["model", "to", "channel", "attribution"],
+        )
+        .expect("static metric definition");
         r.register(Box::new(attributed.clone())).expect("metric registered once");
-        let attributed_by_mode = CounterVec::new(Opts::new("journey_attributed_by_mode_total", "Attributed credit by service mode (tech, low, high touch)."), &["model", "to", "mode", "attribution"]).expect("static metric definition");
+        let attributed_by_mode = CounterVec::new(
+            Opts::new("journey_attributed_by_mode_total", "Attributed credit by service mode (tech, low, high touch)."),
+            &["model", "to", "mode", "attribution"],
+        )
+        .expect("static metric definition");
         r.register(Box::new(attributed_by_mode.clone())).expect("metric registered once");
         let funnel_step = counter_vec(&r, "journey_funnel_step_total", "Funnel steps reached.", &["funnel", "step"]);
         let funnel_completed = counter_vec(&r, "journey_funnel_completed_total", "Funnel attempts that reached the last step.", &["funnel"]);
-        let funnel_dropped = counter_vec(&r, "journey_funnel_dropped_total", "Funnel attempts that ended unfinished (window passed or exclusion), by the first step not reached.", &["funnel", "at_step"]);
+        let funnel_dropped = counter_vec(
+            &r,
+            "journey_funnel_dropped_total",
+            "Funnel attempts that ended unfinished (window passed or exclusion), by the first step not reached.",
+            &["funnel", "at_step"],
+        );
         let funnel_duration = HistogramVec::new(
-            HistogramOpts::new("journey_funnel_duration_seconds", "Event time from a funnel's first step to its completion.").buckets(vec![1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 6.0 * 3600.0, 86_400.0, 3.0 * 86_400.0, 7.0 * 86_400.0, 14.0 * 86_400.0, 30.0 * 86_400.0]),
+            HistogramOpts::new("journey_funnel_duration_seconds", "Event time from a funnel's first step to its completion.").buckets(vec![
+                1.0,
+                10.0,
+                60.0,
+                300.0,
+                900.0,
+                3600.0,
+                6.0 * 3600.0,
+                86_400.0,
+                3.0 * 86_400.0,
+                7.0 * 86_400.0,
+                14.0 * 86_400.0,
+                30.0 * 86_400.0,
+            ]),
             &["funnel"],
         )
         .expect("static metric definition");
         r.register(Box::new(funnel_duration.clone())).expect("metric registered once");
-        let funnel_entered = counter_vec(&r, "journey_funnel_entered_total", "Funnel attempts started, by the channel of the first step.", &["funnel", "channel"]);
-        let funnel_completed_by_channel = counter_vec(&r, "journey_funnel_completed_by_channel_total", "Funnel completions, by the channel the attempt entered on.", &["funnel", "channel"]);
+        let funnel_entered =
+            counter_vec(&r, "journey_funnel_entered_total", "Funnel attempts started, by the channel of the first step.", &["funnel", "channel"]);
+        let funnel_completed_by_channel =
+            counter_vec(&r, "journey_funnel_completed_by_channel_total", "Funnel completions, by the channel the attempt entered on.", &["funnel", "channel"]);
         let funnels = plan
             .funnels
             .iter()
@@ -152,7 +185,11 @@ impl Metrics {
                 durations_ms: Mutex::new(hdrhistogram::Histogram::new(3).expect("valid HDR precision")),
             })
             .collect();
-        let segments = IntGaugeVec::new(Opts::new("journey_segment_customers", "Customers per cell of purchase activity x engagement activity (high, low, none)."), &["purchase", "engagement"]).expect("static metric definition");
+        let segments = IntGaugeVec::new(
+            Opts::new("journey_segment_customers", "Customers per cell of purchase activity x engagement activity (high, low, none)."),
+            &["purchase", "engagement"],
+        )
+        .expect("static metric definition");
         r.register(Box::new(segments.clone())).expect("metric registered once");
         let segment_cells = (0..9u8)
             .map(|c| {
@@ -209,4 +246,42 @@ impl Metrics {
     pub fn stage_counts(&self, plan: &Plan) -> Vec<(String, Vec<(String, i64)>)> {
         plan.models.iter().zip(&self.stage_gauges).map(|(m, g)| (m.name.clone(), m.stages.iter().cloned().zip(g.iter().map(IntGauge::get)).collect())).collect()
     }
+}
+
+/// The most series each metric can have under a config: every label value
+/// comes from the config's vocabulary, so this bound holds whatever the input.
+pub fn worst_case_series(plan: &Plan) -> Vec<(&'static str, usize)> {
+    let c = plan.catalog.channel_count();
+    let k = plan.catalog.kind_count();
+    let stages: Vec<usize> = plan.models.iter().map(|m| m.stages.len()).collect();
+    let all_stages: usize = stages.iter().sum();
+    let first = stages.first().copied().unwrap_or(0);
+    let methods = plan.attribution.methods.len();
+    let f = plan.funnels.len();
+    let steps: usize = plan.funnels.iter().map(|f| f.steps.len()).sum();
+    let hist = |buckets: usize| buckets + 3; // buckets + +Inf, _sum, _count
+    vec![
+        ("journey_events_total", c * k),
+        ("journey_transitions_total", stages.iter().map(|s| s * s * c).sum()),
+        ("journey_customers", all_stages),
+        ("journey_channel_touches_total", c * first),
+        ("journey_attributed_transitions_total", all_stages * c * methods),
+        ("journey_attributed_by_mode_total", all_stages * 4 * methods),
+        ("journey_funnel_step_total", steps),
+        ("journey_funnel_completed_total", f),
+        ("journey_funnel_dropped_total", steps),
+        ("journey_funnel_duration_seconds", f * hist(12)),
+        ("journey_funnel_entered_total", f * c),
+        ("journey_funnel_completed_by_channel_total", f * c),
+        ("journey_segment_customers", 9),
+        ("journey_processing_seconds", Stage::ALL.len() * hist(LATENCY_BUCKETS.len())),
+        ("journey_latency_seconds", Stage::ALL.len() * 5),
+        ("journey_dlq_total", RejectReason::ALL.len()),
+        ("journey_late_events_total", 1),
+        ("journey_duplicates_total", 1),
+        ("journey_identity_merges_total", 1),
+        ("journey_shard_queue_depth", plan.config.engine.shards.max(1).max(std::thread::available_parallelism().map_or(1, |n| n.get()))),
+        ("journey_nats_connection_events_total", 8),
+        ("journey_watermark_seconds", 1),
+    ]
 }
