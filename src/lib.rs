@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod replay;
 pub mod requests;
+pub mod sim;
 pub mod stats;
 
 use anyhow::Context;
@@ -53,9 +54,29 @@ pub struct RunReport {
 /// Runs journeyd live until `shutdown` is cancelled, then drains: stops
 /// consuming, applies what was buffered, lets the shards publish, flushes.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
-    let plan = Arc::new(Plan::new(config));
-    let metrics = Arc::new(Metrics::new(&plan));
-    let latency = Arc::new(LatencyHub::default());
+    run_with(Shared::new(config), shutdown).await
+}
+
+/// The compiled config and the telemetry of one journeyd instance, shared
+/// with whoever wants to watch it in-process (the demo's live view).
+#[derive(Clone)]
+pub struct Shared {
+    pub plan: Arc<Plan>,
+    pub metrics: Arc<Metrics>,
+    pub latency: Arc<LatencyHub>,
+}
+
+impl Shared {
+    pub fn new(config: config::Config) -> Shared {
+        let plan = Arc::new(Plan::new(config));
+        let metrics = Arc::new(Metrics::new(&plan));
+        Shared { plan, metrics, latency: Arc::new(LatencyHub::default()) }
+    }
+}
+
+/// [`run`] with telemetry the caller can watch.
+pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
+    let Shared { plan, metrics, latency } = shared;
     let cfg = &plan.config;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen).await.with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;

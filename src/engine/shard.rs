@@ -114,8 +114,9 @@ impl Shard {
                 self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: ev.key, kind: TimerKind::FunnelExpiry(fi as u16) });
             }
         }
-        plan.segments.record(&mut c.segment, t.kind, t.ts);
-        resegment(&mut self.timers, &self.metrics, &plan, ev.key, c, ev.watermark);
+        if plan.segments.record(&mut c.segment, t.kind, t.ts) {
+            resegment(&mut self.timers, &self.metrics, &plan, ev.key, c, ev.watermark);
+        }
         arm(&mut self.timers, &plan, ev.key, c);
     }
 

@@ -108,6 +108,9 @@ impl Plan {
         for (w, c) in j.windows.iter_mut().zip(&self.counted) {
             if c.matcher.matches(t) {
                 w.record(t.ts);
+                // Only a recorded time can grow a window, so prune here; what
+                // no later event can count is dropped.
+                w.prune(watermark, c.within, c.count as usize);
             }
         }
         for (mi, m) in self.models.iter().enumerate() {
@@ -129,9 +132,6 @@ impl Plan {
                 fired(Fired { model: mi, from: cur, to: rule.to });
                 break;
             }
-        }
-        for (w, c) in j.windows.iter_mut().zip(&self.counted) {
-            w.prune(watermark, c.within, c.count as usize);
         }
     }
 

@@ -83,11 +83,20 @@ impl Segments {
         level(&a.purchases, horizon, self.purchase_high) * 3 + level(&a.engagements, horizon, self.engagement_high)
     }
 
-    /// The next watermark at which the cell may change (an event leaves the
-    /// window), if any event still counts.
+    /// The next watermark at which the cell changes if no event comes: on an
+    /// axis at `high`, when its oldest kept event leaves the window; at
+    /// `low`, when its newest does. `None` when both axes are at `none`.
     pub fn next_change(&self, a: &Activity, watermark: i64) -> Option<i64> {
         let horizon = watermark.saturating_sub(self.window);
-        a.purchases.iter().chain(&a.engagements).filter(|&&t| t > horizon).map(|t| t.saturating_add(self.window)).min()
+        let axis = |v: &[i64], high: usize| match level(v, horizon, high) {
+            2 => v.first().map(|t| t.saturating_add(self.window)),
+            1 => v.last().map(|t| t.saturating_add(self.window)),
+            _ => None,
+        };
+        match (axis(&a.purchases, self.purchase_high), axis(&a.engagements, self.engagement_high)) {
+            (Some(p), Some(e)) => Some(p.min(e)),
+            (p, e) => p.or(e),
+        }
     }
 
     pub fn merge(&self, a: &mut Activity, other: Activity) {
@@ -126,8 +135,9 @@ mod tests {
         s.record(&mut a, cat.kind("view"), DAY);
         s.record(&mut a, cat.kind("view"), 2 * DAY);
         assert_eq!(cell_labels(s.cell(&a, 2 * DAY)), ("low", "high"));
-        assert_eq!(s.next_change(&a, 2 * DAY), Some(30 * DAY));
+        assert_eq!(s.next_change(&a, 2 * DAY), Some(30 * DAY), "the only purchase leaves: low → none");
         assert_eq!(cell_labels(s.cell(&a, 30 * DAY)), ("none", "high"), "the purchase left the window");
+        assert_eq!(s.next_change(&a, 30 * DAY), Some(31 * DAY), "engagement at high drops when its oldest leaves");
         assert_eq!(cell_labels(s.cell(&a, 31 * DAY)), ("none", "low"));
         assert_eq!(cell_labels(s.cell(&a, 32 * DAY)), ("none", "none"));
         assert_eq!(s.next_change(&a, 32 * DAY), None);
