@@ -20,6 +20,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod demo;
 pub mod emit;
 pub mod engine;
 pub mod event;
@@ -64,23 +65,24 @@ pub struct Shared {
     pub plan: Arc<Plan>,
     pub metrics: Arc<Metrics>,
     pub latency: Arc<LatencyHub>,
+    /// True while subscribed and consuming (what `/readyz` reports).
+    pub ready: Arc<AtomicBool>,
 }
 
 impl Shared {
     pub fn new(config: config::Config) -> Shared {
         let plan = Arc::new(Plan::new(config));
         let metrics = Arc::new(Metrics::new(&plan));
-        Shared { plan, metrics, latency: Arc::new(LatencyHub::default()) }
+        Shared { plan, metrics, latency: Arc::new(LatencyHub::default()), ready: Arc::new(AtomicBool::new(false)) }
     }
 }
 
 /// [`run`] with telemetry the caller can watch.
 pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
-    let Shared { plan, metrics, latency } = shared;
+    let Shared { plan, metrics, latency, ready } = shared;
     let cfg = &plan.config;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen).await.with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
-    let ready = Arc::new(AtomicBool::new(false));
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let state = api::AppState { plan: plan.clone(), metrics: metrics.clone(), latency: latency.clone(), ready: ready.clone(), control: control_tx.clone() };
     let http_stop = CancellationToken::new();

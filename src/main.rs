@@ -32,6 +32,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Start nats-server and journeyd locally, publish simulated traffic, show a live view.
+    Demo(journeyd::demo::DemoArgs),
+    /// Publish simulated traffic (or write NDJSON) with the answer a correct engine must give.
+    Sim(journeyd::sim::SimArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -61,6 +65,12 @@ fn print_out(text: &str) {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOURNEYD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// The demo draws its own screen: only warnings from the engine.
+fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOURNEYD_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -117,6 +127,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             on_signals(token.clone());
             journeyd::run(cfg, token).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            init_logging_quiet();
+            journeyd::demo::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim(args) => {
+            init_logging();
+            let code = journeyd::sim::run(args).await?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(loaded) => {

@@ -225,3 +225,9 @@ pub fn truth_at(config: &Config, events: &[SimEvent], now_ms: i64, end: End) -> 
     }
     r.truth(end)
 }
+
+/// Publishes `events` with core NATS at `rate` events/s (0: as fast as
+/// possible), for at most `duration`; returns how many went out.
+pub async fn publish_paced(client: &async_nats::Client, events: &[SimEvent], rate: f64, duration: Option<Duration>) -> anyhow::Result<usize> {
+    publish::core(client, events, publish::Pace { rate, duration }).await
+}
