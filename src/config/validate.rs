@@ -100,6 +100,9 @@ fn check_nats(c: &Config, f: &mut Findings) {
     if auth > 1 {
         f.error("nats", "give only one of user/password, token or credentials");
     }
+    if c.nats.jetstream.is_some() {
+        f.warn("nats.jetstream", "JetStream consumption is not supported by this version: journeyd consumes with a core subscription on `nats.subjects`");
+    }
     if c.nats.user.is_some() != c.nats.password.is_some() {
         f.error("nats.user", "user and password go together");
     }
