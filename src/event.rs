@@ -144,22 +144,140 @@ pub fn subject_parts(subject: &str) -> (Option<&str>, Option<&str>) {
     }
 }
 
+/// Any JSON value, classified in the one parsing pass: strings borrow from
+/// the payload when they have no escapes; objects and arrays are skipped.
+#[derive(Debug)]
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Null,
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `ids`: an object of id type to value, or anything else (a wrong type).
+enum IdsField<'a> {
+    Map(SmallVec<[(Cow<'a, str>, Scalar<'a>); 4]>),
+    NotObject,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for IdsField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Scalar::deserialize_ids(d)? {
+            Some(entries) => IdsField::Map(entries.into_iter().map(|(k, v): (Cow<'de, str>, Scalar<'de>)| -> (Cow<'a, str>, Scalar<'a>) { (k, v) }).collect()),
+            None => IdsField::NotObject,
+        })
+    }
+}
+
+impl<'de> Scalar<'de> {
+    /// An object's entries (keys and scalar values), or `None` for any other value.
+    #[allow(clippy::type_complexity)]
+    fn deserialize_ids<D: Deserializer<'de>>(d: D) -> Result<Option<SmallVec<[(Cow<'de, str>, Scalar<'de>); 4]>>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Option<SmallVec<[(Cow<'de, str>, Scalar<'de>); 4]>>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of id type to id")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = SmallVec::new();
+                while let Some((k, v)) = map.next_entry::<MaybeBorrowed<'de>, Scalar<'de>>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Some(out))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
+    id: Option<Scalar<'a>>,
     #[serde(borrow, default)]
-    ts: Option<&'a RawValue>,
+    ts: Option<Scalar<'a>>,
     #[serde(borrow, default)]
-    ids: Option<&'a RawValue>,
+    ids: Option<IdsField<'a>>,
     #[serde(borrow, default)]
-    channel: Option<&'a RawValue>,
+    channel: Option<Scalar<'a>>,
     #[serde(borrow, default)]
-    kind: Option<&'a RawValue>,
+    kind: Option<Scalar<'a>>,
     #[serde(borrow, default)]
-    value: Option<&'a RawValue>,
+    value: Option<Scalar<'a>>,
     #[serde(borrow, default)]
-    campaign: Option<&'a RawValue>,
+    campaign: Option<Scalar<'a>>,
     #[serde(borrow, default)]
     attrs: Option<&'a RawValue>,
 }
@@ -177,19 +295,19 @@ pub fn decode<'a>(payload: &'a [u8], subject: Option<&str>, now_ms: i64, cx: &De
         // A JSON document that is not an object (or has a duplicate key) is still "not an event object".
         Rejection::new(RejectReason::NotJson, format!("not a JSON object: {e}"))
     })?;
-    let id = required_str("id", wire.id)?;
+    let id = required_scalar("id", wire.id)?;
     if id.is_empty() {
         return Err(Rejection::new(RejectReason::MissingField, "`id` is empty"));
     }
-    let ts = parse_ts(wire.ts.ok_or_else(|| missing("ts"))?)?;
+    let ts = scalar_ts(wire.ts.ok_or_else(|| missing("ts"))?)?;
     if ts > now_ms.saturating_add(cx.max_future_skew_ms) {
         return Err(Rejection::new(RejectReason::FutureTimestamp, format!("ts {ts} is {} ms ahead of the clock", ts - now_ms)));
     }
-    let ids = parse_ids(wire.ids.ok_or_else(|| missing("ids"))?, cx.blocked)?;
+    let ids = check_ids(wire.ids.ok_or_else(|| missing("ids"))?, cx.blocked)?;
 
     let (subj_channel, subj_kind) = subject.map_or((None, None), subject_parts);
-    let payload_channel = optional_str("channel", wire.channel)?;
-    let payload_kind = optional_str("kind", wire.kind)?;
+    let payload_channel = optional_scalar("channel", wire.channel)?;
+    let payload_kind = optional_scalar("kind", wire.kind)?;
     let channel_name = pick("channel", subj_channel, payload_channel.as_deref())?;
     let kind_name = pick("kind", subj_kind, payload_kind.as_deref())?;
     let channel = cx
@@ -199,13 +317,12 @@ pub fn decode<'a>(payload: &'a [u8], subject: Option<&str>, now_ms: i64, cx: &De
     let kind = cx.catalog.kind(kind_name);
 
     let value = match wire.value {
-        None => None,
-        Some(raw) => match serde_json::from_str::<f64>(raw.get()) {
-            Ok(v) if v.is_finite() => Some(v),
-            _ => return Err(wrong_type("value", "a number")),
-        },
+        None | Some(Scalar::Null) => None,
+        Some(Scalar::Int(v)) => Some(v as f64),
+        Some(Scalar::Float(v)) if v.is_finite() => Some(v),
+        Some(_) => return Err(wrong_type("value", "a number")),
     };
-    optional_str("campaign", wire.campaign)?;
+    optional_scalar("campaign", wire.campaign)?;
     let consent = match wire.attrs {
         None if kind == cx.catalog.kind_consent => return Err(missing("attrs")),
         None => None,
@@ -224,6 +341,67 @@ fn wrong_type(field: &str, expected: &str) -> Rejection {
     Rejection::new(RejectReason::WrongType, format!("`{field}` must be {expected}"))
 }
 
+fn required_scalar<'a>(field: &str, v: Option<Scalar<'a>>) -> Result<Cow<'a, str>, Rejection> {
+    match v {
+        None | Some(Scalar::Null) => Err(missing(field)),
+        Some(Scalar::Str(s)) => Ok(s),
+        Some(_) => Err(wrong_type(field, "a string")),
+    }
+}
+
+fn optional_scalar<'a>(field: &str, v: Option<Scalar<'a>>) -> Result<Option<Cow<'a, str>>, Rejection> {
+    match v {
+        None | Some(Scalar::Null) => Ok(None),
+        Some(Scalar::Str(s)) => Ok(Some(s)),
+        Some(_) => Err(wrong_type(field, "a string")),
+    }
+}
+
+/// Epoch milliseconds (an integer, or a number that is truncated) or RFC 3339.
+fn scalar_ts(v: Scalar<'_>) -> Result<i64, Rejection> {
+    let ms = match v {
+        Scalar::Str(s) => {
+            return chrono::DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("`ts` `{s}` is not RFC 3339: {e}")))
+        }
+        Scalar::Int(ms) => ms,
+        Scalar::Float(f) if f.is_finite() && f.abs() < 9.0e15 => f.floor() as i64,
+        Scalar::Null => return Err(missing("ts")),
+        _ => return Err(wrong_type("ts", "epoch milliseconds or an RFC 3339 string")),
+    };
+    if ms < 0 {
+        return Err(Rejection::new(RejectReason::InvalidTimestamp, "`ts` is before 1970"));
+    }
+    Ok(ms)
+}
+
+#[allow(clippy::type_complexity)]
+fn check_ids<'a>(field: IdsField<'a>, blocked: &BlockedIds) -> Result<SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>, Rejection> {
+    let IdsField::Map(map) = field else { return Err(wrong_type("ids", "an object of id type to id string")) };
+    if map.is_empty() {
+        return Err(Rejection::new(RejectReason::EmptyIds, "`ids` has no entry"));
+    }
+    let mut out = SmallVec::new();
+    for (ty, v) in map {
+        let value = match v {
+            Scalar::Null => continue,
+            Scalar::Str(s) => s,
+            _ => return Err(wrong_type(&format!("ids.{ty}"), "a string")),
+        };
+        if ty.is_empty() {
+            return Err(wrong_type("ids", "an object with non-empty id type names"));
+        }
+        if !blocked.is_blocked(&value) {
+            out.push((ty, value));
+        }
+    }
+    if out.is_empty() {
+        return Err(Rejection::new(RejectReason::NoUsableId, "every id in `ids` is a blocked placeholder value"));
+    }
+    Ok(out)
+}
+
 /// A JSON string, borrowed when it has no escapes.
 fn json_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
     let text = raw.get();
@@ -240,10 +418,6 @@ fn required_str<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, st
     json_str(raw.ok_or_else(|| missing(field))?).ok_or_else(|| wrong_type(field, "a string"))
 }
 
-fn optional_str<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, Rejection> {
-    raw.map(|r| json_str(r).ok_or_else(|| wrong_type(field, "a string"))).transpose()
-}
-
 /// The subject's value and the payload's must agree; either alone is enough.
 fn pick<'s>(field: &str, from_subject: Option<&'s str>, from_payload: Option<&'s str>) -> Result<&'s str, Rejection> {
     match (from_subject, from_payload) {
@@ -251,27 +425,6 @@ fn pick<'s>(field: &str, from_subject: Option<&'s str>, from_payload: Option<&'s
         (_, Some(v)) | (Some(v), None) => Ok(v),
         (None, None) => Err(missing(field)),
     }
-}
-
-/// Epoch milliseconds (integer, or a float that is truncated) or RFC 3339.
-pub fn parse_ts(raw: &RawValue) -> Result<i64, Rejection> {
-    let text = raw.get();
-    if let Some(s) = json_str(raw) {
-        return chrono::DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.timestamp_millis())
-            .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("`ts` `{s}` is not RFC 3339: {e}")));
-    }
-    let ms = match text.parse::<i64>() {
-        Ok(ms) => ms,
-        Err(_) => match text.parse::<f64>() {
-            Ok(f) if f.is_finite() && f.abs() < 9.0e15 => f.floor() as i64,
-            _ => return Err(wrong_type("ts", "epoch milliseconds or an RFC 3339 string")),
-        },
-    };
-    if ms < 0 {
-        return Err(Rejection::new(RejectReason::InvalidTimestamp, "`ts` is before 1970"));
-    }
-    Ok(ms)
 }
 
 /// A map key or string value that borrows when it can.
@@ -294,57 +447,6 @@ impl<'de> Deserialize<'de> for MaybeBorrowed<'de> {
         }
         d.deserialize_str(V)
     }
-}
-
-type RawIds<'a> = SmallVec<[(Cow<'a, str>, &'a RawValue); 4]>;
-
-struct IdsMap<'a>(RawIds<'a>);
-
-impl<'de> Deserialize<'de> for IdsMap<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = IdsMap<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of id type to id")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = SmallVec::new();
-                while let Some((k, v)) = map.next_entry::<MaybeBorrowed<'de>, &'de RawValue>()? {
-                    out.push((k.0, v));
-                }
-                Ok(IdsMap(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-fn parse_ids<'a>(raw: &'a RawValue, blocked: &BlockedIds) -> Result<SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>, Rejection> {
-    if !raw.get().starts_with('{') {
-        return Err(wrong_type("ids", "an object of id type to id string"));
-    }
-    let map: IdsMap<'a> = serde_json::from_str(raw.get()).map_err(|_| wrong_type("ids", "an object of id type to id string"))?;
-    if map.0.is_empty() {
-        return Err(Rejection::new(RejectReason::EmptyIds, "`ids` has no entry"));
-    }
-    let mut out = SmallVec::new();
-    for (ty, v) in map.0 {
-        if v.get() == "null" {
-            continue;
-        }
-        let value = json_str(v).ok_or_else(|| wrong_type(&format!("ids.{ty}"), "a string"))?;
-        if ty.is_empty() {
-            return Err(wrong_type("ids", "an object with non-empty id type names"));
-        }
-        if !blocked.is_blocked(&value) {
-            out.push((ty, value));
-        }
-    }
-    if out.is_empty() {
-        return Err(Rejection::new(RejectReason::NoUsableId, "every id in `ids` is a blocked placeholder value"));
-    }
-    Ok(out)
 }
 
 #[derive(Deserialize)]
