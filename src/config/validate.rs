@@ -165,9 +165,9 @@ fn check_match(c: &Config, key: &str, m: &MatchConfig, allow_count: bool, f: &mu
     }
     match (m.count, m.within) {
         (Some(0), _) => f.error(format!("{key}.count"), "must be at least 1"),
-        (Some(_), None) | (None, Some(_)) if allow_count => f.error(format!("{key}"), "`count` and `within` go together"),
+        (Some(_), None) | (None, Some(_)) if allow_count => f.error(key, "`count` and `within` go together"),
         (Some(_), Some(w)) if w.millis() <= 0 => f.error(format!("{key}.within"), "must be positive"),
-        (Some(_), _) | (None, Some(_)) if !allow_count => f.error(format!("{key}"), "`count`/`within` are not allowed here"),
+        (Some(_), _) | (None, Some(_)) if !allow_count => f.error(key, "`count`/`within` are not allowed here"),
         _ => {}
     }
 }

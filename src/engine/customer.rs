@@ -154,6 +154,9 @@ impl Customer {
     }
 }
 
+/// What forgetting a customer removed: its last view and its ids.
+pub type Forgotten = (CustomerView, Vec<(IdTypeId, Box<str>)>);
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CustomerView {
     pub one_id: String,

@@ -2,7 +2,7 @@
 //! the order of ops in one shard's queue; cross-shard merges are an `Evict`
 //! on the absorbed side's shard, queued before the `Absorb` on the survivor's.
 
-use super::customer::{Customer, CustomerView};
+use super::customer::{Customer, CustomerView, Forgotten};
 use crate::catalog::{ChannelId, IdTypeId};
 use crate::event::ConsentChange;
 use crate::identity::CustomerKey;
@@ -87,7 +87,7 @@ pub enum Op {
     /// Remove a customer; replies with what was removed.
     Forget {
         key: CustomerKey,
-        reply: oneshot::Sender<Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>>,
+        reply: oneshot::Sender<Option<Forgotten>>,
     },
     /// Replies once every op before it is applied and published.
     Barrier(oneshot::Sender<()>),

@@ -4,7 +4,7 @@
 //! shard's batch. It owns the dedup window, the identity index and the
 //! watermark, so none of them needs a lock.
 
-use super::customer::CustomerView;
+use super::customer::{CustomerView, Forgotten};
 use super::ops::{CustomerReply, EventId, EventOp, MergeCause, Op};
 use super::watermark::Watermark;
 use crate::catalog::IdTypeId;
@@ -234,7 +234,7 @@ impl Router {
 
     /// Forgets the customer an id belongs to: its ids resolve to nobody from
     /// this input on; the shard replies with what it removed.
-    pub async fn forget(&mut self, ty: Option<&str>, id: &str) -> Option<oneshot::Receiver<Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>>> {
+    pub async fn forget(&mut self, ty: Option<&str>, id: &str) -> Option<oneshot::Receiver<Option<Forgotten>>> {
         let key = self.resolver.lookup(ty, id)?;
         self.resolver.forget(key);
         let (tx, rx) = oneshot::channel();

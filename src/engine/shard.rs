@@ -6,10 +6,10 @@
 //! models step (`Plan::on_event`), each transition credited to the touches
 //! that led to it; funnels advance; the segment cell is recomputed.
 
-use super::customer::{Consent, Customer, CustomerView};
+use super::customer::{Consent, Customer, CustomerView, Forgotten};
 use super::ops::{EventOp, MergeCause};
 use super::timers::{Timer, TimerKind, TimerQueue};
-use crate::catalog::{ChannelId, IdTypeId, IdTypes, CHANNEL_NONE};
+use crate::catalog::{ChannelId, IdTypes, CHANNEL_NONE};
 use crate::emit::{to_bytes, Attribution, Cause, Outbound, TransitionJson, TransitionSubjects};
 use crate::identity::CustomerKey;
 use crate::metrics::local::ShardMetrics;
@@ -221,7 +221,7 @@ impl Shard {
     }
 
     /// Removes a customer for good (right to erasure); gauges drop it.
-    pub fn forget(&mut self, key: CustomerKey) -> Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)> {
+    pub fn forget(&mut self, key: CustomerKey) -> Option<Forgotten> {
         let c = self.customers.remove(&key)?;
         for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
             self.metrics.move_customer(mi, Some(*s), None);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub type ForgetReply = Option<(CustomerView, Vec<(IdTypeId, Box<str>)>)>;
+pub type ForgetReply = Option<crate::engine::customer::Forgotten>;
 
 /// Requests that go through the router so they are ordered with events.
 pub enum Control {
