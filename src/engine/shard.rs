@@ -187,6 +187,9 @@ impl Shard {
         let mut merged = SmallVec::<[crate::model::Merged; 4]>::new();
         let journey = std::mem::replace(&mut other.journey, plan.new_journey(0));
         plan.merge(&mut c.journey, journey, |m| merged.push(m));
+        // Ids, touches and activity first: the merge transitions carry the
+        // merged ONE_ID and credit both sides' touches.
+        c.absorb_profile(&plan, &mut other);
         let touch = PackedTouch::new(cause.ts, cause.channel);
         let origin = Origin { ts: cause.ts, event_id: Some(&cause.event_id), channel: cause.channel, cause: Cause::Merge };
         for m in merged {
@@ -210,7 +213,6 @@ impl Shard {
                 self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: into, kind: TimerKind::FunnelExpiry(fi as u16) });
             }
         }
-        c.absorb_profile(&plan, &mut other);
         self.metrics.move_segment(Some(other.cell), None);
         resegment(&mut self.timers, &self.metrics, &plan, into, c, cause.watermark);
         arm(&mut self.timers, &plan, into, c);
