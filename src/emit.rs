@@ -41,6 +41,19 @@ pub struct TransitionJson<'a> {
     pub attribution: &'a Attribution,
 }
 
+#[derive(Serialize)]
+pub struct TriggerJson<'a> {
+    pub one_id: &'a str,
+    pub trigger: &'a str,
+    pub channel: &'a str,
+    /// Time of the event that started it (the customer's last event for inactivity).
+    pub ts: i64,
+    /// Event time at which it came due and was sent.
+    pub due_ts: i64,
+    /// `event` (due at the event), `timeout` (`within` passed without `unless`), or `inactivity`.
+    pub reason: &'a str,
+}
+
 /// A message ready to publish.
 #[derive(Debug, Clone)]
 pub struct Outbound {

@@ -32,6 +32,7 @@ pub mod replay;
 pub mod requests;
 pub mod sim;
 pub mod stats;
+pub mod trigger;
 
 use anyhow::Context;
 use engine::{Engine, ShardReport, Sink};

@@ -9,6 +9,7 @@ mod validate;
 
 pub use duration::Dur;
 pub use schema::*;
+pub use validate::{parse_hhmm, parse_utc_offset};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

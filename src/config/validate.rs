@@ -74,10 +74,9 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
             f.error(format!("trigger[{i}].name"), format!("duplicate trigger name `{}`", t.name));
         }
         check_trigger(c, i, t, &mut f);
-        f.warn(
-            format!("trigger[{i}]"),
-            format!("trigger `{}` is checked but not evaluated: this version of journeyd publishes no journey.trigger.* messages", t.name),
-        );
+    }
+    if c.triggers.len() > 1024 {
+        f.error("trigger", "at most 1024 triggers");
     }
     f.0
 }
@@ -276,12 +275,25 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
     let base = format!("trigger[{i}]");
     check_name(format!("{base}.name"), &t.name, f);
     match (&t.on, t.after_inactivity) {
-        (Some(on), None) => check_match(c, &format!("{base}.on"), on, true, f),
+        (Some(on), None) => check_match(c, &format!("{base}.on"), on, false, f),
+        (None, Some(d)) if d.millis() <= 0 => f.error(format!("{base}.after_inactivity"), "must be positive"),
         (None, Some(_)) => {}
         _ => f.error(base.clone(), "a trigger needs exactly one of `on` or `after_inactivity`"),
     }
     if let Some(u) = &t.unless {
         check_match(c, &format!("{base}.unless"), u, false, f);
+        if t.within.is_none() {
+            f.error(format!("{base}.unless"), "`unless` needs `within`: how long to wait for it");
+        }
+    }
+    if t.within.is_some_and(|w| w.millis() <= 0) {
+        f.error(format!("{base}.within"), "must be positive");
+    }
+    if t.within.is_some() && t.after_inactivity.is_some() {
+        f.error(format!("{base}.within"), "`within` goes with `on`, not with `after_inactivity`");
+    }
+    if t.channels.is_empty() {
+        f.error(format!("{base}.channels"), "name at least one channel to send on");
     }
     let names: Vec<&str> = t.channels.iter().map(String::as_str).collect();
     check_channels(c, &format!("{base}.channels"), &names, f);

@@ -7,6 +7,7 @@ use crate::model::attribution::Touches;
 use crate::model::funnel::FunnelState;
 use crate::model::segment::{Activity, Cell};
 use crate::model::{Journey, Plan};
+use crate::trigger::TriggerState;
 use serde::Serialize;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub struct Customer {
     pub cell: Cell,
     /// Due time of the queued segment timer (`i64::MAX`: none queued).
     pub segment_due: i64,
+    /// Per trigger: what is waiting, what was sent.
+    pub triggers: Box<[TriggerState]>,
 }
 
 impl Customer {
@@ -59,6 +62,7 @@ impl Customer {
             segment: Activity::default(),
             cell: 0,
             segment_due: i64::MAX,
+            triggers: vec![TriggerState::default(); plan.triggers.len()].into_boxed_slice(),
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Router {
     blocked: BlockedIds,
     senders: Vec<mpsc::Sender<Vec<Op>>>,
     pending: Vec<Vec<Op>>,
+    /// The watermark each shard has been handed last.
+    handed: Vec<i64>,
     batch_size: usize,
     decode_hist: LocalHistogram,
     decode_lat: Recorder,
@@ -59,6 +61,7 @@ impl Router {
             watermark: Watermark::new(cfg.time.allowed_lateness.millis(), cfg.time.idle_timeout.millis()),
             blocked: BlockedIds::new(&cfg.identity.blocked_values),
             pending: senders.iter().map(|_| Vec::with_capacity(batch_size)).collect(),
+            handed: vec![i64::MIN; senders.len()],
             decode_hist: metrics.processing.with_label_values(&[Stage::Decode.as_str()]).local(),
             decode_samples: Vec::new(),
             senders,
@@ -153,6 +156,7 @@ impl Router {
         let decode_ns = received.elapsed();
         self.decode_hist.observe(decode_ns.as_secs_f64());
         self.decode_samples.push(decode_ns.as_nanos() as u64);
+        self.handed[shard] = watermark;
         self.pending[shard].push(Op::Event(EventOp { key, touch, watermark, payload: payload.clone(), event_id, new_ids, consent, received }));
         if self.pending[shard].len() >= self.batch_size {
             self.flush_shard(shard).await;
@@ -170,9 +174,16 @@ impl Router {
         }
     }
 
-    /// Sends every partial batch (end of a burst).
+    /// Sends every partial batch (end of a burst), and hands the current
+    /// watermark to every shard that has not seen it: the watermark is global,
+    /// so a shard fires its timers even when none of the burst's events were its.
     pub async fn flush(&mut self) {
+        let watermark = self.watermark.current();
         for s in 0..self.pending.len() {
+            if self.handed[s] < watermark {
+                self.pending[s].push(Op::Tick { watermark });
+                self.handed[s] = watermark;
+            }
             self.flush_shard(s).await;
         }
         self.decode_hist.flush();
@@ -181,21 +192,14 @@ impl Router {
         self.metrics.watermark.set(self.watermark.current().max(0) as f64 / 1000.0);
     }
 
-    async fn tick_all(&mut self, watermark: i64) {
-        for p in &mut self.pending {
-            p.push(Op::Tick { watermark });
-        }
-        self.flush().await;
-    }
-
     /// The live idle rule: if no event was accepted for `idle_timeout`, the
     /// watermark follows the wall clock and every shard fires its due timers.
     pub async fn on_idle(&mut self, now: Instant, wall_ms: i64) {
         if now.duration_since(self.last_accepted) < self.plan.config.time.idle_timeout.as_std() {
             return;
         }
-        if let Some(w) = self.watermark.on_idle(wall_ms) {
-            self.tick_all(w).await;
+        if self.watermark.on_idle(wall_ms).is_some() {
+            self.flush().await;
         }
     }
 
@@ -204,8 +208,8 @@ impl Router {
         if self.watermark.max_ts() == i64::MIN {
             return;
         }
-        let w = self.watermark.finish();
-        self.tick_all(w).await;
+        self.watermark.finish();
+        self.flush().await;
     }
 
     /// Waits until every shard has applied and published everything queued so far.

@@ -10,11 +10,13 @@ use super::customer::{Consent, Customer, CustomerView, Forgotten};
 use super::ops::{EventOp, MergeCause};
 use super::timers::{Timer, TimerKind, TimerQueue};
 use crate::catalog::{ChannelId, IdTypes, CHANNEL_NONE};
-use crate::emit::{to_bytes, Attribution, Cause, Outbound, TransitionJson, TransitionSubjects};
+use crate::emit::{to_bytes, Attribution, Cause, Outbound, TransitionJson, TransitionSubjects, TriggerJson};
 use crate::identity::CustomerKey;
 use crate::metrics::local::ShardMetrics;
 use crate::model::attribution::PackedTouch;
 use crate::model::{Fired, Plan};
+use crate::trigger::{Decision, OnEvent, Suppressed};
+use async_nats::Subject;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub struct Shard {
     timers: TimerQueue,
     pub metrics: ShardMetrics,
     subjects: TransitionSubjects,
+    trigger_subjects: Vec<Subject>,
     id_types: IdTypes,
     /// Messages produced since the worker last published.
     pub out: Vec<Outbound>,
@@ -53,6 +56,7 @@ impl Shard {
         Shard {
             index,
             subjects: TransitionSubjects::new(&plan),
+            trigger_subjects: plan.triggers.iter().map(|t| Subject::from(format!("journey.trigger.{}", t.name))).collect(),
             id_types: plan.catalog.id_types.clone(),
             plan,
             customers: FxHashMap::default(),
@@ -114,6 +118,14 @@ impl Shard {
                 self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: ev.key, kind: TimerKind::FunnelExpiry(fi as u16) });
             }
         }
+        for (ti, trigger) in plan.triggers.iter().enumerate() {
+            match trigger.on_event(&mut c.triggers[ti], t) {
+                OnEvent::Nothing => {}
+                OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
+                OnEvent::Scheduled(due) => self.timers.push(Timer { due, key: ev.key, kind: TimerKind::TriggerDue(ti as u16) }),
+                OnEvent::DueNow => send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, &plan, c, ti, t.ts, t.ts, "event"),
+            }
+        }
         if plan.segments.record(&mut c.segment, t.kind, t.ts) {
             resegment(&mut self.timers, &self.metrics, &plan, ev.key, c, ev.watermark);
         }
@@ -154,6 +166,26 @@ impl Shard {
                 TimerKind::Segment => {
                     c.segment_due = i64::MAX;
                     resegment(&mut self.timers, &self.metrics, &plan, timer.key, c, watermark);
+                }
+                TimerKind::TriggerDue(ti) => {
+                    let ti = ti as usize;
+                    let state = &mut c.triggers[ti];
+                    if state.pending_due == timer.due {
+                        state.pending_due = i64::MIN;
+                        let from = state.pending_from;
+                        send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, &plan, c, ti, from, timer.due, "timeout");
+                    }
+                }
+                TimerKind::TriggerInactivity(ti) => {
+                    let ti = ti as usize;
+                    let due = c.last_seen.saturating_add(plan.triggers[ti].inactivity().unwrap_or(0));
+                    if timer.due < due {
+                        self.timers.push(Timer { due, ..timer });
+                        continue;
+                    }
+                    c.triggers[ti].armed = false;
+                    let from = c.last_seen;
+                    send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, &plan, c, ti, from, timer.due, "inactivity");
                 }
             }
         }
@@ -213,6 +245,11 @@ impl Shard {
                 self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: into, kind: TimerKind::FunnelExpiry(fi as u16) });
             }
         }
+        for (ti, trigger) in plan.triggers.iter().enumerate() {
+            if trigger.merge(&mut c.triggers[ti], std::mem::take(&mut other.triggers[ti])) {
+                self.timers.push(Timer { due: c.triggers[ti].pending_due, key: into, kind: TimerKind::TriggerDue(ti as u16) });
+            }
+        }
         self.metrics.move_segment(Some(other.cell), None);
         resegment(&mut self.timers, &self.metrics, &plan, into, c, cause.watermark);
         arm(&mut self.timers, &plan, into, c);
@@ -242,6 +279,38 @@ fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer)
             c.armed |= bit;
             timers.push(Timer { due: c.last_seen.saturating_add(*d), key, kind: TimerKind::Inactivity(i as u8) });
         }
+    }
+    for (ti, trigger) in plan.triggers.iter().enumerate() {
+        if let Some(d) = trigger.inactivity() {
+            if !c.triggers[ti].armed {
+                c.triggers[ti].armed = true;
+                timers.push(Timer { due: c.last_seen.saturating_add(d), key, kind: TimerKind::TriggerInactivity(ti as u16) });
+            }
+        }
+    }
+}
+
+/// Decides a due trigger and publishes it, or counts why it was held back.
+#[allow(clippy::too_many_arguments)]
+fn send_trigger(
+    out: &mut Vec<Outbound>,
+    metrics: &ShardMetrics,
+    subjects: &[Subject],
+    plan: &Plan,
+    c: &mut Customer,
+    ti: usize,
+    from: i64,
+    at: i64,
+    reason: &str,
+) {
+    let trigger = &plan.triggers[ti];
+    match trigger.decide(&mut c.triggers[ti], &c.consent, at) {
+        Decision::Send(channel) => {
+            metrics.trigger_sent(ti, channel);
+            let json = TriggerJson { one_id: c.one_id(), trigger: &trigger.name, channel: plan.catalog.channel_name(channel), ts: from, due_ts: at, reason };
+            out.push(Outbound { subject: subjects[ti].clone(), payload: to_bytes(&json) });
+        }
+        Decision::Suppress(why) => metrics.trigger_suppressed(ti, why),
     }
 }
 

@@ -17,6 +17,10 @@ pub enum TimerKind {
     FunnelExpiry(u16),
     /// The customer's segment cell may change (an event leaves the window).
     Segment,
+    /// A trigger waiting out its `within`: index into `Plan::triggers`.
+    TriggerDue(u16),
+    /// An `after_inactivity` trigger.
+    TriggerInactivity(u16),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -148,6 +148,18 @@ impl ShardMetrics {
         }
     }
 
+    /// A trigger was sent on `channel`.
+    pub fn trigger_sent(&self, trigger: usize, channel: ChannelId) {
+        if let Some((_, c)) = self.shared.triggers[trigger].sent.iter().find(|(ch, _)| *ch == channel) {
+            c.inc();
+        }
+    }
+
+    /// A due trigger was held back.
+    pub fn trigger_suppressed(&self, trigger: usize, reason: crate::trigger::Suppressed) {
+        self.shared.triggers[trigger].suppressed[reason as usize].inc();
+    }
+
     /// Moves one customer between cells of the segment matrix (exact, shared gauges).
     pub fn move_segment(&self, from: Option<Cell>, to: Option<Cell>) {
         if from == to {

@@ -64,6 +64,13 @@ pub struct Metrics {
     /// The nine cells of the segment matrix, `purchase * 3 + engagement`.
     pub segment_cells: Vec<IntGauge>,
     pub recent: recent::RecentTransitions,
+    /// Per trigger: sent per channel (in the trigger's channel order), suppressed per reason.
+    pub triggers: Vec<TriggerMetrics>,
+}
+
+pub struct TriggerMetrics {
+    pub sent: Vec<(crate::catalog::ChannelId, IntCounter)>,
+    pub suppressed: Vec<IntCounter>,
 }
 
 /// One funnel's pre-resolved handles and its time-to-convert distribution.
@@ -197,6 +204,21 @@ impl Metrics {
                 segments.with_label_values(&[p, e])
             })
             .collect();
+        let triggers_sent = counter_vec(&r, "journey_triggers_total", "Triggered messages sent, by trigger and the channel chosen.", &["trigger", "channel"]);
+        let triggers_suppressed = counter_vec(
+            &r,
+            "journey_triggers_suppressed_total",
+            "Due triggers not sent, by reason (consent, cap, quiet_hours, cancelled).",
+            &["trigger", "reason"],
+        );
+        let triggers = plan
+            .triggers
+            .iter()
+            .map(|t| TriggerMetrics {
+                sent: t.channels.iter().map(|ch| (*ch, triggers_sent.with_label_values(&[t.name.as_str(), plan.catalog.channel_name(*ch)]))).collect(),
+                suppressed: crate::trigger::Suppressed::ALL.iter().map(|r| triggers_suppressed.with_label_values(&[t.name.as_str(), r.as_str()])).collect(),
+            })
+            .collect();
         let stage_gauges = plan.models.iter().map(|m| m.stages.iter().map(|s| customers.with_label_values(&[m.name.as_str(), s.as_str()])).collect()).collect();
         let dlq_by_reason = RejectReason::ALL.iter().map(|r| dlq.with_label_values(&[r.as_str()])).collect();
         for s in Stage::ALL {
@@ -226,6 +248,7 @@ impl Metrics {
             funnel_completed_by_channel,
             segment_cells,
             recent: recent::RecentTransitions::new(plan.catalog.channel_count()),
+            triggers,
         }
     }
 
@@ -274,6 +297,8 @@ pub fn worst_case_series(plan: &Plan) -> Vec<(&'static str, usize)> {
         ("journey_funnel_entered_total", f * c),
         ("journey_funnel_completed_by_channel_total", f * c),
         ("journey_segment_customers", 9),
+        ("journey_triggers_total", plan.triggers.iter().map(|t| t.channels.len()).sum()),
+        ("journey_triggers_suppressed_total", plan.triggers.len() * 4),
         ("journey_processing_seconds", Stage::ALL.len() * hist(LATENCY_BUCKETS.len())),
         ("journey_latency_seconds", Stage::ALL.len() * 5),
         ("journey_dlq_total", RejectReason::ALL.len()),

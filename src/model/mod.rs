@@ -38,6 +38,7 @@ pub struct Plan {
     pub attribution: attribution::Attributor,
     pub funnels: Vec<funnel::Funnel>,
     pub segments: segment::Segments,
+    pub triggers: Vec<crate::trigger::Trigger>,
 }
 
 /// A customer's stage in every model, and the windows its counted rules read.
@@ -94,7 +95,8 @@ impl Plan {
         let attribution = attribution::Attributor::new(&config.attribution);
         let funnels = config.funnels.iter().map(|f| funnel::Funnel::compile(f, &catalog)).collect();
         let segments = segment::Segments::new(&config.segments, &catalog);
-        Plan { config, catalog, models, counted, inactivity, attribution, funnels, segments }
+        let triggers = config.triggers.iter().map(|t| crate::trigger::Trigger::compile(t, &catalog)).collect();
+        Plan { config, catalog, models, counted, inactivity, attribution, funnels, segments, triggers }
     }
 
     /// A new customer's journey: every model at its initial stage since `ts`.

@@ -13,7 +13,7 @@
 //! journeyd agrees with the replay truth until then (see the module `sim`).
 
 use super::reference::{End, Reference};
-use super::script::{Avoid, Draft, Person};
+use super::script::{Avoid, Draft, Person, World};
 use super::vocab::{Vocab, DAY};
 use super::{Generated, SimEvent};
 use crate::config::Config;
@@ -50,11 +50,12 @@ pub fn generate(config: &Config, customers: usize, seed: u64, start_ms: i64) -> 
             .into_iter()
             .collect(),
     );
+    let world = World { vocab: &v, avoid: &avoid, seed, end };
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut drafts: Vec<Draft> = Vec::with_capacity(customers * 16);
     for n in 0..customers {
         let start = rng.random_range(begin..end);
-        Person::new(&v, &mut rng, &avoid, &mut drafts, n as u32, seed, start, end).live();
+        Person::new(&world, &mut rng, &mut drafts, n as u32, start).live();
     }
     if customers > 0 {
         // A visitor arriving just now: the input ends at exactly `end`.

@@ -144,44 +144,49 @@ pub async fn run(args: SimArgs) -> anyhow::Result<i32> {
         if let Some(path) = &args.truth {
             write_truth(path, &generated.truth)?;
         }
-        print!("{}", verify::truth_text(&generated.truth));
+        print!("{}", verify::truth_text(&cfg, &generated.truth));
         return Ok(0);
     }
 
-    let probe = match &args.verify {
-        Some(url) => match verify::before_publishing(url, args.verify_timeout).await? {
-            verify::Fresh::Yes => true,
-            verify::Fresh::No(why) => {
-                eprintln!("sim: cannot verify against {url}: {why}");
-                return Ok(2);
-            }
-        },
-        None => false,
-    };
+    if let Some(url) = &args.verify {
+        if let verify::Fresh::No(why) = verify::before_publishing(url, args.verify_timeout).await? {
+            eprintln!("sim: cannot verify against {url}: {why}");
+            return Ok(2);
+        }
+    }
     let url = args.nats_url.clone().unwrap_or_else(|| cfg.nats.url.clone());
     let client = publish::connect(&cfg, &url).await?;
-    let pace = publish::Pace { rate: args.rate, duration: args.duration };
+    let pace = publish::Pace { rate: args.rate, duration: args.duration, progress: true };
     let sent = if args.jetstream {
         publish::jetstream(&client, &cfg, &generated.events, pace).await?
     } else {
         publish::core(&client, &generated.events, pace).await?
     };
 
-    let mut reference = Reference::new(&cfg, start_ms);
-    for e in &generated.events[..sent] {
-        reference.ingest(Some(&e.subject), &e.payload);
-    }
-    let truth = reference.truth(End::Replay);
-    if let Some(path) = &args.truth {
-        write_truth(path, &truth)?;
-    }
-    match (&args.verify, probe) {
-        (Some(url), true) => verify::until_equal(url, &cfg, &reference, args.verify_timeout).await,
-        _ => {
-            print!("{}", verify::truth_text(&truth));
-            Ok(0)
+    let Some(url) = &args.verify else {
+        let truth = if sent == generated.events.len() { generated.truth } else { truth_at(&cfg, &generated.events[..sent], start_ms, End::Replay) };
+        if let Some(path) = &args.truth {
+            write_truth(path, &truth)?;
         }
+        print!("{}", verify::truth_text(&cfg, &truth));
+        return Ok(0);
+    };
+    // The reference itself, not only its truth: verify asks it at journeyd's watermark.
+    let (ref_cfg, mut events) = (cfg.clone(), generated.events);
+    events.truncate(sent);
+    let reference = tokio::task::spawn_blocking(move || {
+        let mut r = Reference::new(&ref_cfg, start_ms);
+        for e in &events {
+            r.ingest(Some(&e.subject), &e.payload);
+        }
+        r
+    })
+    .await
+    .context("reference task")?;
+    if let Some(path) = &args.truth {
+        write_truth(path, &reference.truth(End::Replay))?;
     }
+    verify::until_equal(url, &cfg, &reference, args.verify_timeout).await
 }
 
 /// Writes one payload per line, to a temporary file renamed into place.
@@ -227,7 +232,8 @@ pub fn truth_at(config: &Config, events: &[SimEvent], now_ms: i64, end: End) -> 
 }
 
 /// Publishes `events` with core NATS at `rate` events/s (0: as fast as
-/// possible), for at most `duration`; returns how many went out.
+/// possible), for at most `duration`, silently (the demo draws its own
+/// screen); returns how many went out.
 pub async fn publish_paced(client: &async_nats::Client, events: &[SimEvent], rate: f64, duration: Option<Duration>) -> anyhow::Result<usize> {
-    publish::core(client, events, publish::Pace { rate, duration }).await
+    publish::core(client, events, publish::Pace { rate, duration, progress: false }).await
 }

@@ -24,6 +24,8 @@ pub(crate) struct Pace {
     /// Events per second; 0 or less: as fast as possible.
     pub rate: f64,
     pub duration: Option<Duration>,
+    /// Print progress once a second and the final rate on stderr.
+    pub progress: bool,
 }
 
 /// Connects with the config's credentials to `url`.
@@ -80,7 +82,7 @@ pub(crate) async fn jetstream(client: &async_nats::Client, cfg: &Config, events:
 }
 
 /// Hands out the next batch of inputs to publish at the pace asked; prints
-/// progress once a second and the final rate.
+/// progress once a second and the final rate when asked to.
 struct Pacer {
     pace: Pace,
     total: usize,
@@ -101,7 +103,7 @@ impl Pacer {
     /// The next batch (indices), or `None` when done or out of time. Assumes
     /// the previous batch was published.
     async fn next(&mut self) -> Option<std::ops::Range<usize>> {
-        if self.reported.elapsed() >= Duration::from_secs(1) {
+        if self.pace.progress && self.reported.elapsed() >= Duration::from_secs(1) {
             self.reported = Instant::now();
             eprintln!("sim: {}/{} published ({:.0} events/s)", self.sent, self.total, self.rate());
         }
@@ -130,7 +132,9 @@ impl Pacer {
 
     /// Prints the final rate; returns how many inputs were handed out.
     fn finish(self) -> usize {
-        eprintln!("sim: published {} of {} inputs in {:.2} s: {:.0} events/s", self.sent, self.total, self.started.elapsed().as_secs_f64(), self.rate());
+        if self.pace.progress {
+            eprintln!("sim: published {} of {} inputs in {:.2} s: {:.0} events/s", self.sent, self.total, self.started.elapsed().as_secs_f64(), self.rate());
+        }
         self.sent
     }
 }

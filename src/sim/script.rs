@@ -57,15 +57,24 @@ enum Persona {
     EdgeWindow,
 }
 
-pub(crate) struct Person<'a> {
-    pub v: &'a Vocab,
-    pub rng: &'a mut SmallRng,
+/// What every person of one simulation shares.
+pub(crate) struct World<'a> {
+    pub vocab: &'a Vocab,
     pub avoid: &'a Avoid,
-    pub out: &'a mut Vec<Draft>,
-    pub n: u32,
     pub seed: u64,
-    pub t: i64,
+    /// No event is later than this.
     pub end: i64,
+}
+
+pub(crate) struct Person<'a> {
+    v: &'a Vocab,
+    rng: &'a mut SmallRng,
+    avoid: &'a Avoid,
+    out: &'a mut Vec<Draft>,
+    n: u32,
+    seed: u64,
+    t: i64,
+    end: i64,
     seq: u32,
     devices: Vec<String>,
     device: usize,
@@ -75,16 +84,17 @@ pub(crate) struct Person<'a> {
 }
 
 impl<'a> Person<'a> {
-    pub fn new(v: &'a Vocab, rng: &'a mut SmallRng, avoid: &'a Avoid, out: &'a mut Vec<Draft>, n: u32, seed: u64, start: i64, end: i64) -> Person<'a> {
+    /// Person `n`, whose history starts at `start`.
+    pub fn new(world: &World<'a>, rng: &'a mut SmallRng, out: &'a mut Vec<Draft>, n: u32, start: i64) -> Person<'a> {
         Person {
-            v,
+            v: world.vocab,
             rng,
-            avoid,
+            avoid: world.avoid,
             out,
             n,
-            seed,
+            seed: world.seed,
             t: start,
-            end,
+            end: world.end,
             seq: 0,
             devices: Vec::new(),
             device: 0,
@@ -200,14 +210,15 @@ impl<'a> Person<'a> {
 
     /// A matching event at `t0`, `count - 2` more in the hours before
     /// `t0 + within`, the `count`-th exactly at `t0 + within` (the first has
-    /// just left its window) and one more 1 ms later; views in between keep
-    /// the customer from going dormant.
+    /// just left its window) and, for half of them, one more 1 ms later;
+    /// views in between keep the customer from going dormant.
     fn edge_window(&mut self) {
         let Some((kind, count, within)) = self.v.counted.clone() else { return };
         let shortest = self.v.durations.iter().copied().min().unwrap_or(40 * DAY);
         let keep_alive = (shortest / 2).clamp(HOUR, 20 * DAY);
         let t0 = self.t + HOUR;
-        for i in 0..=count {
+        let last = if self.rng.random_bool(0.5) { count } else { count - 1 };
+        for i in 0..=last {
             let ts = match i {
                 0 => t0,
                 i if i + 1 < count => t0 + within - (count - 1 - i) as i64 * HOUR,

@@ -84,7 +84,7 @@ pub(crate) async fn until_equal(base: &str, cfg: &Config, reference: &Reference,
     let Some((expected, actual)) = last else {
         return Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no answer")).context(format!("scraping {base}/metrics")));
     };
-    print!("{}", table(&expected, &actual));
+    print!("{}", table(cfg, &expected, &actual));
     let bad = mismatches(&expected, &actual);
     if bad == 0 {
         println!("verify: journeyd agrees with the reference on every stage of every model");
@@ -114,15 +114,23 @@ fn mismatches(expected: &Truth, actual: &Scraped) -> usize {
     bad
 }
 
-fn table(expected: &Truth, actual: &Scraped) -> String {
+/// (model, stage) in config order.
+fn stages_in_order(cfg: &Config) -> impl Iterator<Item = (&str, &str)> {
+    cfg.models.iter().flat_map(|m| m.stages.iter().map(move |s| (m.name.as_str(), s.as_str())))
+}
+
+fn count(t: &Truth, model: &str, stage: &str) -> u64 {
+    t.stages.get(model).and_then(|m| m.get(stage)).copied().unwrap_or(0)
+}
+
+fn table(cfg: &Config, expected: &Truth, actual: &Scraped) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{:<16} {:<16} {:>10} {:>10}", "model", "stage", "expected", "journeyd");
-    for (model, stages) in &expected.stages {
-        for (stage, n) in stages {
-            let got = actual.stages.get(model).and_then(|m| m.get(stage)).copied().unwrap_or(0);
-            let mark = if got == *n as i64 { "" } else { "  <-- differs" };
-            let _ = writeln!(s, "{model:<16} {stage:<16} {n:>10} {got:>10}{mark}");
-        }
+    for (model, stage) in stages_in_order(cfg) {
+        let n = count(expected, model, stage);
+        let got = actual.stages.get(model).and_then(|m| m.get(stage)).copied().unwrap_or(0);
+        let mark = if got == n as i64 { "" } else { "  <-- differs" };
+        let _ = writeln!(s, "{model:<16} {stage:<16} {n:>10} {got:>10}{mark}");
     }
     let _ = writeln!(s, "{:<33} {:>10} {:>10}", "late events", expected.late, actual.late);
     let _ = writeln!(s, "{:<33} {:>10} {:>10}", "duplicates", expected.duplicates, actual.duplicates);
@@ -130,15 +138,17 @@ fn table(expected: &Truth, actual: &Scraped) -> String {
     s
 }
 
-/// The truth as a small human-readable table.
-pub(crate) fn truth_text(t: &Truth) -> String {
+/// The truth as a small human-readable table, stages in config order.
+pub(crate) fn truth_text(cfg: &Config, t: &Truth) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "customers {}, applied {}, refused {}, duplicates {}, late {}", t.customers, t.events, t.dlq, t.duplicates, t.late);
-    for (model, stages) in &t.stages {
-        let _ = writeln!(s, "{model}:");
-        for (stage, n) in stages {
-            let _ = writeln!(s, "  {stage:<16} {n:>10}");
+    let mut current = "";
+    for (model, stage) in stages_in_order(cfg) {
+        if model != current {
+            let _ = writeln!(s, "{model}:");
+            current = model;
         }
+        let _ = writeln!(s, "  {stage:<16} {:>10}", count(t, model, stage));
     }
     s
 }

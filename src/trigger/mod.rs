@@ -1,0 +1,308 @@
+//! Triggered messages: welcome on a sign-up, an abandoned-cart reminder unless
+//! a purchase follows on any channel, reactivation after inactivity. A trigger
+//! that comes due is sent on the first of its channels the customer has not
+//! withdrawn consent for, unless quiet hours or the frequency cap hold it back:
+//! a customer who said no is never disturbed.
+//!
+//! Semantics, all in event time:
+//! - `on` without `within`: due at the matching event.
+//! - `on` with `within` (and usually `unless`): due at the matching event's
+//!   time + `within`; an `unless` event of the same customer with time in
+//!   `(on, due]` cancels it; a later `on` event restarts the wait.
+//! - `after_inactivity = D`: due at the customer's latest event time + D,
+//!   once per quiet period.
+//! - Timed triggers fire when the watermark reaches their due time, like
+//!   inactivity transitions.
+
+use crate::catalog::{Catalog, ChannelId};
+use crate::config::{parse_hhmm, parse_utc_offset, TriggerConfig};
+use crate::engine::customer::Consent;
+use crate::model::{Matcher, Touch};
+
+/// Why a due trigger was not sent. `as_str` is the metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suppressed {
+    Consent,
+    Cap,
+    QuietHours,
+    Cancelled,
+}
+
+impl Suppressed {
+    pub const ALL: [Suppressed; 4] = [Suppressed::Consent, Suppressed::Cap, Suppressed::QuietHours, Suppressed::Cancelled];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suppressed::Consent => "consent",
+            Suppressed::Cap => "cap",
+            Suppressed::QuietHours => "quiet_hours",
+            Suppressed::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Start {
+    On(Matcher),
+    Inactivity(i64),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct QuietHours {
+    from: u32,
+    to: u32,
+    offset: i32,
+}
+
+impl QuietHours {
+    fn holds(&self, at_ms: i64) -> bool {
+        let local = (at_ms.div_euclid(60_000) + self.offset as i64).rem_euclid(1440) as u32;
+        if self.from <= self.to {
+            local >= self.from && local < self.to
+        } else {
+            local >= self.from || local < self.to
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Trigger {
+    pub name: String,
+    pub start: Start,
+    unless: Option<Matcher>,
+    within: Option<i64>,
+    pub channels: Vec<ChannelId>,
+    cap: Option<(u32, i64)>,
+    quiet: Option<QuietHours>,
+    consent: Option<Box<str>>,
+}
+
+/// One customer's state for one trigger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerState {
+    /// Due time of the waiting trigger (`i64::MIN`: none waiting).
+    pub pending_due: i64,
+    /// Time of the event that started the wait.
+    pub pending_from: i64,
+    /// An inactivity timer is queued.
+    pub armed: bool,
+    /// Times this trigger was sent, the latest `cap.max` kept.
+    sent: Vec<i64>,
+}
+
+impl Default for TriggerState {
+    fn default() -> Self {
+        TriggerState { pending_due: i64::MIN, pending_from: 0, armed: false, sent: Vec::new() }
+    }
+}
+
+impl TriggerState {
+    pub fn is_pending(&self) -> bool {
+        self.pending_due != i64::MIN
+    }
+}
+
+/// What an applied event does to a trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnEvent {
+    Nothing,
+    /// A waiting trigger was cancelled by an `unless` event.
+    Cancelled,
+    /// The trigger now waits until this due time (a timer is needed).
+    Scheduled(i64),
+    /// The trigger is due now.
+    DueNow,
+}
+
+/// The outcome of a due trigger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Send(ChannelId),
+    Suppress(Suppressed),
+}
+
+/// Whether the customer's latest consent answer for `purpose` on `channel`
+/// (or on every channel, `*`) lets us write to them; no answer means yes.
+pub fn consented(consent: &[Consent], purpose: &str, channel: ChannelId) -> bool {
+    consent
+        .iter()
+        .filter(|c| &*c.purpose == purpose && c.channel.is_none_or(|ch| ch == channel))
+        // the latest answer wins; on the same time the channel's own answer beats `*`
+        .max_by_key(|c| (c.ts, c.channel.is_some()))
+        .is_none_or(|c| c.granted)
+}
+
+impl Trigger {
+    pub fn compile(t: &TriggerConfig, cat: &Catalog) -> Trigger {
+        let start = match (&t.on, t.after_inactivity) {
+            (Some(on), _) => Start::On(Matcher::from_config(cat, on)),
+            (None, Some(d)) => Start::Inactivity(d.millis()),
+            (None, None) => unreachable!("validated: a trigger has `on` or `after_inactivity`"),
+        };
+        let quiet = t
+            .quiet_hours
+            .as_ref()
+            .and_then(|q| Some(QuietHours { from: parse_hhmm(&q.from)?, to: parse_hhmm(&q.to)?, offset: parse_utc_offset(&q.utc_offset)? }));
+        Trigger {
+            name: t.name.clone(),
+            start,
+            unless: t.unless.as_ref().map(|u| Matcher::from_config(cat, u)),
+            within: t.within.map(|w| w.millis()),
+            channels: t.channels.iter().filter_map(|c| cat.configured_channel(c).or_else(|| cat.channel(c))).collect(),
+            cap: t.cap.as_ref().map(|c| (c.max, c.per.millis())),
+            quiet,
+            consent: t.consent.as_deref().map(Box::from),
+        }
+    }
+
+    pub fn inactivity(&self) -> Option<i64> {
+        match self.start {
+            Start::Inactivity(d) => Some(d),
+            Start::On(_) => None,
+        }
+    }
+
+    /// Applies one event: `unless` may cancel the waiting trigger, `on` may start one.
+    pub fn on_event(&self, s: &mut TriggerState, t: &Touch) -> OnEvent {
+        let mut effect = OnEvent::Nothing;
+        if let Some(unless) = &self.unless {
+            if s.is_pending() && t.ts > s.pending_from && t.ts <= s.pending_due && unless.matches(t) {
+                s.pending_due = i64::MIN;
+                effect = OnEvent::Cancelled;
+            }
+        }
+        if let Start::On(on) = &self.start {
+            if on.matches(t) {
+                return match self.within {
+                    Some(w) => {
+                        s.pending_from = t.ts;
+                        s.pending_due = t.ts.saturating_add(w);
+                        OnEvent::Scheduled(s.pending_due)
+                    }
+                    None => OnEvent::DueNow,
+                };
+            }
+        }
+        effect
+    }
+
+    /// Decides a due trigger at event time `at`: consent first (never disturb
+    /// a customer who said no), then quiet hours, then the frequency cap.
+    pub fn decide(&self, s: &mut TriggerState, consent: &[Consent], at: i64) -> Decision {
+        let channel = match &self.consent {
+            Some(purpose) => self.channels.iter().copied().find(|ch| consented(consent, purpose, *ch)),
+            None => self.channels.first().copied(),
+        };
+        let Some(channel) = channel else { return Decision::Suppress(Suppressed::Consent) };
+        if self.quiet.is_some_and(|q| q.holds(at)) {
+            return Decision::Suppress(Suppressed::QuietHours);
+        }
+        if let Some((max, per)) = self.cap {
+            let recent = s.sent.iter().filter(|&&x| x > at - per && x <= at).count();
+            if recent >= max as usize {
+                return Decision::Suppress(Suppressed::Cap);
+            }
+            s.sent.push(at);
+            if s.sent.len() > max as usize {
+                s.sent.remove(0);
+            }
+        }
+        Decision::Send(channel)
+    }
+
+    /// Combines two customers' states (a merge): the survivor's waiting
+    /// trigger stays, else the other's; send history combines for the cap.
+    /// Returns whether the survivor took over the other's waiting trigger.
+    pub fn merge(&self, s: &mut TriggerState, other: TriggerState) -> bool {
+        let took = !s.is_pending() && other.is_pending();
+        if took {
+            s.pending_due = other.pending_due;
+            s.pending_from = other.pending_from;
+        }
+        s.sent.extend(other.sent);
+        s.sent.sort_unstable();
+        if let Some((max, _)) = self.cap {
+            let excess = s.sent.len().saturating_sub(max as usize);
+            s.sent.drain(..excess);
+        }
+        took
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const CONFIG: &str = r#"
+[channels]
+app = "tech"
+push = "tech"
+sms = "low"
+email = "low"
+
+[[trigger]]
+name = "abandoned_cart"
+on = { kind = "cart_add" }
+unless = { kind = "purchase" }
+within = "1h"
+channels = ["push", "sms", "email"]
+cap = { max = 1, per = "24h" }
+quiet_hours = { from = "22:00", to = "08:00", utc_offset = "+08:00" }
+consent = "marketing"
+"#;
+
+    const HOUR: i64 = 3_600_000;
+    /// 2024-11-22 12:00 at +08:00 (04:00 UTC): outside quiet hours.
+    const NOON: i64 = 1_732_248_000_000;
+
+    fn setup() -> (Catalog, Trigger) {
+        let c = config::parse(CONFIG).unwrap().config;
+        let cat = Catalog::new(&c);
+        let t = Trigger::compile(&c.triggers[0], &cat);
+        (cat, t)
+    }
+
+    fn touch(cat: &Catalog, ts: i64, kind: &str) -> Touch {
+        Touch { ts, channel: cat.channel("app").unwrap(), kind: cat.kind(kind), value: None }
+    }
+
+    #[test]
+    fn cart_add_waits_and_a_purchase_within_the_hour_cancels() {
+        let (cat, t) = setup();
+        let mut s = TriggerState::default();
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON, "cart_add")), OnEvent::Scheduled(NOON + HOUR));
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR, "purchase")), OnEvent::Cancelled);
+        assert!(!s.is_pending());
+    }
+
+    #[test]
+    fn a_purchase_after_the_hour_does_not_cancel() {
+        let (cat, t) = setup();
+        let mut s = TriggerState::default();
+        t.on_event(&mut s, &touch(&cat, NOON, "cart_add"));
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR + 1, "purchase")), OnEvent::Nothing);
+    }
+
+    #[test]
+    fn consent_withdrawn_on_a_channel_moves_to_the_next_and_on_all_suppresses() {
+        let (cat, t) = setup();
+        let mut s = TriggerState::default();
+        let push = cat.channel("push").unwrap();
+        let no_push = Consent { purpose: "marketing".into(), channel: Some(push), granted: false, ts: 1 };
+        assert_eq!(t.decide(&mut s, &[no_push.clone()], NOON), Decision::Send(cat.channel("sms").unwrap()));
+        let mut s = TriggerState::default();
+        let no_all = Consent { purpose: "marketing".into(), channel: None, granted: false, ts: 2 };
+        assert_eq!(t.decide(&mut s, &[no_push, no_all], NOON), Decision::Suppress(Suppressed::Consent));
+    }
+
+    #[test]
+    fn quiet_hours_and_the_cap_hold_messages_back() {
+        let (_, t) = setup();
+        let mut s = TriggerState::default();
+        let night = NOON + 11 * HOUR; // 23:00 local
+        assert_eq!(t.decide(&mut s, &[], night), Decision::Suppress(Suppressed::QuietHours));
+        assert!(matches!(t.decide(&mut s, &[], NOON), Decision::Send(_)));
+        assert_eq!(t.decide(&mut s, &[], NOON + HOUR), Decision::Suppress(Suppressed::Cap));
+        assert!(matches!(t.decide(&mut s, &[], NOON + 24 * HOUR), Decision::Send(_)), "the cap window has passed");
+    }
+}
