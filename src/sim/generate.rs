@@ -208,16 +208,11 @@ impl<'v> Stream<'v> {
                 let a = rng.random_range(0..signed.len());
                 let b = (a + 1 + rng.random_range(0..signed.len() - 1)) % signed.len();
                 let anon = self.v.anon.clone().unwrap_or_default();
-                let ids = serde_json::json!({ self.v.user.clone(): signed[a].0, anon: signed[b].1 });
-                (d.channel.clone(), "login".to_string(), with("ids", ids))
+                let mut o = base.clone();
+                o["ids"] = serde_json::json!({ self.v.user.clone(): signed[a].0, anon: signed[b].1 });
+                o["kind"] = "login".into();
+                (d.channel.clone(), "login".to_string(), serde_json::to_vec(&o).expect("a JSON value serializes"))
             }
-        };
-        let payload = if variant == 5 {
-            let mut o: serde_json::Value = serde_json::from_slice(&payload).expect("just written");
-            o["kind"] = kind.clone().into();
-            serde_json::to_vec(&o).expect("a JSON value serializes")
-        } else {
-            payload
         };
         self.push(max_ts, &channel, &kind, payload);
     }

@@ -16,20 +16,25 @@
 //!
 //! The truth in [`Generated`] (and `--truth`) has replay semantics: at the end
 //! of input the watermark jumps to the largest event time. A live journeyd has
-//! no end of input; when it has been idle for `time.idle_timeout` its
-//! watermark follows the wall clock (now − `idle_timeout` − `allowed_lateness`),
-//! which is later than every simulated event and could fire *more* timers than
-//! a replay. Two things keep `--verify` exact:
+//! no end of input: after the last event its watermark stays at the largest
+//! event time − `allowed_lateness` until it has been idle for
+//! `time.idle_timeout`; then it follows the wall clock (now − `idle_timeout` −
+//! `allowed_lateness`), which is later than every simulated event and could
+//! fire *more* timers than the end of a replay. [`Reference::truth`] therefore
+//! takes the final watermark as an argument ([`End::Replay`] or
+//! [`End::Watermark`]), and two things keep `--verify` exact:
 //!
 //! - the generator keeps every inactivity timer's due time out of the window
 //!   from shortly before the last event to one day after `start_ms`, so the
-//!   live answer equals the replay answer from the moment the last event is
-//!   applied until a day later, whether or not the idle rule has fired yet;
-//! - `--verify` computes the expected counts at journeyd's own current
-//!   watermark (`journey_watermark_seconds`) with [`reference::End::Watermark`],
-//!   so a config whose durations are too short for that window (or a run cut
-//!   short by `--duration`) is still judged exactly, once the idle rule
-//!   (`time.idle_timeout`) has fired the remaining timers.
+//!   live answer equals the replay answer from the moment journeyd has applied
+//!   the last event, before and after its idle rule fires, for a day;
+//! - each poll of `--verify` compares with the reference's answer at the
+//!   watermark journeyd reports (`journey_watermark_seconds`), so a config
+//!   whose durations are too short for that window, or a run cut short by
+//!   `--duration` (whose last events are not the generator's last), is judged
+//!   exactly too: before the idle rule fires at the largest event time −
+//!   lateness, after it (once journeyd has been idle for `idle_timeout`) at the
+//!   wall clock − `idle_timeout` − lateness.
 //!
 //! Every simulated event lies in the past. A journeyd that has been idle for
 //! `idle_timeout` has a watermark near the wall clock and would refuse the whole
@@ -87,7 +92,7 @@ pub struct SimArgs {
     /// Stop publishing after this long (e.g. "30s"); the truth covers what was published.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Seed of the generator: the same seed, config and clock minute give the same traffic.
+    /// Seed of the generator: the same seed and config give the same traffic, shifted to end just before now.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// NATS server to publish to (default: the config's `nats.url`).
@@ -154,6 +159,14 @@ pub async fn run(args: SimArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     }
+    let idle = cfg.time.idle_timeout.as_std().as_secs_f64();
+    if args.rate > 0.0 && args.rate * idle < 2.0 {
+        eprintln!(
+            "sim: warning: at {} events/s journeyd goes idle between events (time.idle_timeout = {}); its watermark then follows \
+             the wall clock and the simulated history arrives late",
+            args.rate, cfg.time.idle_timeout
+        );
+    }
     let url = args.nats_url.clone().unwrap_or_else(|| cfg.nats.url.clone());
     let client = publish::connect(&cfg, &url).await?;
     let pace = publish::Pace { rate: args.rate, duration: args.duration, progress: true };
@@ -164,6 +177,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<i32> {
     };
 
     let Some(url) = &args.verify else {
+        eprintln!("sim: events are dated in the past: a journeyd that was idle for time.idle_timeout before they arrived counts them late");
         let truth = if sent == generated.events.len() { generated.truth } else { truth_at(&cfg, &generated.events[..sent], start_ms, End::Replay) };
         if let Some(path) = &args.truth {
             write_truth(path, &truth)?;

@@ -81,7 +81,8 @@ impl Vocab {
                 }
             }
             let Some(on) = &t.on else { continue };
-            let kinds: Vec<String> = on.kind.names().iter().filter(|k| **k != "*").map(|k| k.to_string()).collect();
+            // Consent events carry attrs of their own; `Person::consent` writes them.
+            let kinds: Vec<String> = on.kind.names().iter().filter(|k| **k != "*" && **k != "consent").map(|k| k.to_string()).collect();
             for k in &kinds {
                 if !rule_kinds.contains(k) {
                     rule_kinds.push(k.clone());

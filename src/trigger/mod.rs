@@ -289,7 +289,7 @@ consent = "marketing"
         let mut s = TriggerState::default();
         let push = cat.channel("push").unwrap();
         let no_push = Consent { purpose: "marketing".into(), channel: Some(push), granted: false, ts: 1 };
-        assert_eq!(t.decide(&mut s, &[no_push.clone()], NOON), Decision::Send(cat.channel("sms").unwrap()));
+        assert_eq!(t.decide(&mut s, std::slice::from_ref(&no_push), NOON), Decision::Send(cat.channel("sms").unwrap()));
         let mut s = TriggerState::default();
         let no_all = Consent { purpose: "marketing".into(), channel: None, granted: false, ts: 2 };
         assert_eq!(t.decide(&mut s, &[no_push, no_all], NOON), Decision::Suppress(Suppressed::Consent));

@@ -1,0 +1,223 @@
+//! Memory: resident bytes per customer and per alias, each measured in a fresh
+//! child process as the growth of its resident set.
+//!
+//! - shards: customers pushed through two shards on two threads (as on this
+//!   2-core machine), each with `events_per_customer` events so that every
+//!   customer has a full 32-touch attribution history, two linked ids (a user
+//!   id and a device id) and its timers queued;
+//! - resolver: the same customers' two ids through the identity index, which
+//!   the router keeps beside the shards.
+//!
+//! The engine row of the report (events/s per core at 1M customers, the issue's
+//! headline number) is measured here too, in a child of its own.
+
+use crate::child::{self, Task};
+use crate::machine::{peak_rss_bytes, rss_bytes};
+use crate::report::{bytes, rate, Report};
+use crate::workload::available_bytes;
+use crate::workload::Workload;
+use journeyd::engine::customer::Customer;
+use journeyd::engine::shard::Shard;
+use journeyd::identity::Resolver;
+use journeyd::metrics::local::ShardMetrics;
+use journeyd::metrics::Metrics;
+use journeyd::model::Plan;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+const START_MS: i64 = 1_700_000_000_000;
+
+#[derive(Serialize, Deserialize)]
+pub struct ShardMemory {
+    customers: u64,
+    aliases: u64,
+    events: u64,
+    rss_growth: u64,
+    peak_rss: u64,
+    pending_timers: u64,
+    seconds: f64,
+    /// `size_of::<Customer>()`: what each customer takes inline in its shard's map.
+    customer_struct: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ResolverMemory {
+    customers: u64,
+    aliases: u64,
+    heap_bytes: u64,
+    rss_growth: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EngineRate {
+    customers: u64,
+    events: u64,
+    seconds: f64,
+}
+
+pub fn plan() -> Arc<Plan> {
+    Arc::new(Plan::new(crate::retail_config()))
+}
+
+/// Child: customers through two shards on two threads.
+pub fn shards(customers: u32, events_per_customer: u32) -> ShardMemory {
+    const SHARDS: u32 = 2;
+    let plan = plan();
+    let metrics = Arc::new(Metrics::new(&plan));
+    let before = rss_bytes();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..SHARDS)
+        .map(|i| {
+            let (plan, metrics) = (plan.clone(), metrics.clone());
+            let mine = customers / SHARDS + u32::from(i < customers % SHARDS);
+            std::thread::spawn(move || {
+                let mut shard = Shard::new(i as usize, plan.clone(), ShardMetrics::new(metrics, plan.clone()));
+                let mut w = Workload::new(&plan, mine, 7 + i as u64, START_MS).with_keys(i, SHARDS);
+                let mut op = w.template();
+                for _ in 0..events_per_customer {
+                    w.sweep(&mut shard, &mut op);
+                }
+                shard
+            })
+        })
+        .collect();
+    let shards: Vec<Shard> = workers.into_iter().map(|w| w.join().expect("shard thread")).collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let rss_growth = rss_bytes().saturating_sub(before);
+    let customers = shards.iter().map(|s| s.customers() as u64).sum();
+    let result = ShardMemory {
+        customers,
+        aliases: customers * 2,
+        events: customers * events_per_customer as u64,
+        rss_growth,
+        peak_rss: peak_rss_bytes(),
+        pending_timers: shards.iter().map(|s| s.pending_timers() as u64).sum(),
+        seconds,
+        customer_struct: std::mem::size_of::<Customer>() as u64,
+    };
+    // The process exits next: freeing a million customers one by one would only take time.
+    std::mem::forget(shards);
+    result
+}
+
+/// Child: every customer's user id and device id linked in the identity index.
+pub fn resolver(customers: u32) -> ResolverMemory {
+    let plan = plan();
+    let w = Workload::new(&plan, customers, 1, START_MS);
+    let before = rss_bytes();
+    let mut r = Resolver::new(&plan.config.identity, plan.catalog.id_types.clone());
+    for c in 0..customers {
+        let ids = [(Cow::Borrowed("user_id"), Cow::Owned(w.user_id(c))), (Cow::Borrowed("anonymous_id"), Cow::Owned(w.device_id(c)))];
+        if let Err(e) = r.resolve(&ids) {
+            panic!("resolving customer {c}: {}", e.detail);
+        }
+    }
+    let rss_growth = rss_bytes().saturating_sub(before);
+    ResolverMemory { customers: r.customers(), aliases: r.aliases() as u64, heap_bytes: r.heap_bytes() as u64, rss_growth }
+}
+
+/// Child: one shard on one thread, warmed with a sweep and one more event per
+/// customer, then timed on random events for `seconds`.
+pub fn engine(customers: u32, seconds: f64) -> EngineRate {
+    let plan = plan();
+    let mut shard = Shard::new(0, plan.clone(), ShardMetrics::new(Arc::new(Metrics::new(&plan)), plan.clone()));
+    let mut w = Workload::new(&plan, customers, 3, START_MS);
+    let mut op = w.template();
+    w.sweep(&mut shard, &mut op);
+    w.random_events(&mut shard, &mut op, customers as u64);
+    let chunk = 64 * crate::workload::BATCH as u64;
+    let (start, mut events) = (Instant::now(), 0);
+    while start.elapsed().as_secs_f64() < seconds {
+        w.random_events(&mut shard, &mut op, chunk);
+        events += chunk;
+    }
+    let result = EngineRate { customers: shard.customers() as u64, events, seconds: start.elapsed().as_secs_f64() };
+    // The process exits next: freeing every customer one by one would only take time.
+    std::mem::forget(shard);
+    result
+}
+
+pub fn run_engine(customers: u32, seconds: f64, report: &mut Report) -> anyhow::Result<()> {
+    let e: EngineRate = child::run(&Task::Engine { customers, seconds })?;
+    let per_s = e.events as f64 / e.seconds;
+    eprintln!("engine: {} customers, {} events in {:.2} s: {}", e.customers, e.events, e.seconds, rate(per_s));
+    report.at_least(
+        "engine",
+        format!("one shard, one core, {} customers, pre-decoded events", e.customers),
+        format!("{} per core", rate(per_s)),
+        (per_s, 3e6),
+        "≥ 3M events/s per core at 1M customers",
+    );
+    Ok(())
+}
+
+/// Measures at `customers`; then at `huge` customers (10M) when asked and
+/// when the footprint just measured says it fits in the memory available.
+pub fn run(customers: u32, huge: Option<u32>, events_per_customer: u32, report: &mut Report) -> anyhow::Result<()> {
+    let (mut s, mut r) = measure(customers, events_per_customer)?;
+    if let Some(big) = huge {
+        let need = per_customer(&s, &r) * big as f64;
+        let available = available_bytes() as f64;
+        if need < 0.8 * available {
+            (s, r) = measure(big, events_per_customer)?;
+        } else {
+            report.note(format!(
+                "memory: {big} customers not measured: at {:.0} B per customer they need {}, and {} is available",
+                per_customer(&s, &r),
+                bytes(need),
+                bytes(available)
+            ));
+        }
+    }
+    let shard_per_customer = s.rss_growth as f64 / s.customers.max(1) as f64;
+    let n = s.customers;
+    report.at_most(
+        "memory",
+        format!("shards: resident bytes per customer ({n} customers, {events_per_customer} events each, 2 ids, 32-touch history)"),
+        format!("{shard_per_customer:.0} B ({} in all, {:.0} B per alias)", bytes(s.rss_growth as f64), s.rss_growth as f64 / s.aliases.max(1) as f64),
+        (shard_per_customer, 512.0),
+        "≤ 512 B per customer",
+        |b| format!("{b:.0} B"),
+    );
+    report.info(
+        "memory",
+        format!("identity resolver: per alias ({} aliases)", r.aliases),
+        format!(
+            "{:.0} B resident, {:.0} B by heap_bytes() ({} in all)",
+            r.rss_growth as f64 / r.aliases.max(1) as f64,
+            r.heap_bytes as f64 / r.aliases.max(1) as f64,
+            bytes(r.rss_growth as f64)
+        ),
+    );
+    report.info("memory", "shards + resolver per customer", format!("{:.0} B", per_customer(&s, &r)));
+    let ten_million = per_customer(&s, &r) * 1e7;
+    let what = if n >= 10_000_000 { "10M customers: resident (measured)".to_string() } else { format!("10M customers: resident (projected from {n})") };
+    report.at_most("memory", what, bytes(ten_million), (ten_million, 8.0 * (1u64 << 30) as f64), "≤ 8 GiB", bytes);
+    report.info(
+        "memory",
+        "shard child: peak resident, Customer inline size, timers queued, push rate",
+        format!("{}, {} B, {} timers, {} on 2 threads", bytes(s.peak_rss as f64), s.customer_struct, s.pending_timers, rate(s.events as f64 / s.seconds)),
+    );
+    Ok(())
+}
+
+fn measure(customers: u32, events_per_customer: u32) -> anyhow::Result<(ShardMemory, ResolverMemory)> {
+    let s: ShardMemory = child::run(&Task::ShardMemory { customers, events_per_customer })?;
+    let r: ResolverMemory = child::run(&Task::ResolverMemory { customers })?;
+    eprintln!(
+        "memory: shards {} for {} customers ({:.0} B each); resolver {} ({} B/alias by heap_bytes)",
+        bytes(s.rss_growth as f64),
+        s.customers,
+        s.rss_growth as f64 / s.customers.max(1) as f64,
+        bytes(r.rss_growth as f64),
+        r.heap_bytes / r.aliases.max(1)
+    );
+    Ok((s, r))
+}
+
+/// Resident bytes per customer: shard state plus the identity index.
+fn per_customer(s: &ShardMemory, r: &ResolverMemory) -> f64 {
+    s.rss_growth as f64 / s.customers.max(1) as f64 + r.rss_growth as f64 / r.customers.max(1) as f64
+}

@@ -1,0 +1,164 @@
+//! journeyd's life as a process: a SIGTERM drains every event in flight,
+//! a nats-server restart is survived, and bad configs are refused by the CLI
+//! with the file, line and key of every error.
+
+mod common;
+mod support;
+
+use common::{NatsServer, POLL_INTERVAL};
+use futures::StreamExt;
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::*;
+
+/// Runs `journeyd ARGS...` to completion.
+fn journeyd_cli(args: &[&str]) -> Output {
+    Command::new(common::journeyd_bin()).args(args).env("NO_COLOR", "1").output().expect("run journeyd")
+}
+
+/// A config with two errors (lines 3 and 6) and two unreachable stages.
+const BAD_CONFIG: &str = r#"[[model]]
+name = "m"
+initial = "nowhere"
+stages = ["a", "b"]
+transitions = [
+  { from = ["a"], to = "zz", on = { kind = "x" } },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_every_event_in_flight_and_exits_zero() {
+    const EVENTS: usize = 20_000;
+    let nats = NatsServer::start();
+    let dir = common::tempdir();
+    let http = common::free_addr();
+    let config = common::write_config(dir.path(), &config_text(&nats.url(), &http, EVENT_TIME_ONLY, LIFECYCLE));
+    let mut journeyd = common::Journeyd::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")]);
+    common::wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
+        matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+    let client = nats.connect().await;
+    let mut transitions = subscribe(&client, "journey.transition.lifecycle.visitor.registered").await;
+    let ts = days_ago(1);
+    for i in 0..EVENTS {
+        let ev = event(&format!("e{i}"), ts, &format!("u{i}"), "app", "signup");
+        client.publish("touch.app.signup", serde_json::to_vec(&ev).expect("JSON").into()).await.expect("publish");
+    }
+    client.flush().await.expect("flush");
+
+    journeyd.terminate();
+    let status = tokio::task::block_in_place(|| journeyd.wait_timeout(Duration::from_secs(30)));
+
+    let status = status.expect("journeyd exits within 30 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status: {}", common::describe_status(status));
+    let mut received = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while received < EVENTS {
+        match tokio::time::timeout_at(deadline, transitions.next()).await {
+            Ok(Some(_)) => received += 1,
+            _ => panic!("received {received} of {EVENTS} transitions"),
+        }
+    }
+    client.flush().await.expect("flush");
+    let extra = tokio::time::timeout(POLL_INTERVAL, transitions.next()).await;
+    assert!(extra.is_err(), "more than {EVENTS} transitions: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journeyd_reconnects_after_nats_restarts_and_processes_new_events() {
+    let mut p = Pipeline::start(EVENT_TIME_ONLY, LIFECYCLE).await;
+    let ts = days_ago(1);
+    p.publish(&[event("before", ts, "u-before", "app", "signup")]).await;
+    p.transition_where("of the event before the restart", |t| t["event_id"] == "before").await;
+
+    tokio::task::block_in_place(|| p.nats.restart());
+
+    // Publish a fresh event each attempt until one comes through journeyd:
+    // events sent while either client is still reconnecting may be lost.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut attempt = 0;
+    'attempts: loop {
+        assert!(tokio::time::Instant::now() < deadline, "no event processed after the restart ({attempt} attempts)");
+        attempt += 1;
+        let id = format!("after-{attempt}");
+        let ev = event(&id, ts, &format!("u-{id}"), "app", "signup");
+        let _ = p.client.publish("touch.app.signup", serde_json::to_vec(&ev).expect("JSON").into()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), p.client.flush()).await;
+        let wait = tokio::time::Instant::now() + Duration::from_millis(300);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(wait, p.transitions.next()).await {
+            let t: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON");
+            if t["event_id"].as_str().is_some_and(|e| e.starts_with("after-")) {
+                break 'attempts;
+            }
+        }
+    }
+
+    let metrics = p.journeyd.metrics().await;
+    let events = |e| value_or_zero(&metrics, "journey_nats_connection_events_total", &[("event", e)]);
+    assert!(events("disconnected") >= 1.0, "{metrics}");
+    assert!(events("connected") >= 2.0, "the first connection and the reconnection: {metrics}");
+}
+
+#[test]
+fn check_config_exits_2_and_reports_every_error_with_file_line_and_key() {
+    let dir = common::tempdir();
+    let path = common::write_config(dir.path(), BAD_CONFIG);
+    let file = path.display().to_string();
+
+    let out = journeyd_cli(&["check-config", &file]);
+
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{file}: line 3: error: model[0].initial: unknown stage `nowhere`")), "{stderr}");
+    assert!(stderr.contains(&format!("{file}: line 6: error: model[0].transitions[0].to: unknown stage `zz`")), "{stderr}");
+}
+
+#[test]
+fn run_with_a_bad_config_exits_non_zero_with_the_same_errors() {
+    let dir = common::tempdir();
+    let path = common::write_config(dir.path(), BAD_CONFIG);
+    let file = path.display().to_string();
+
+    let out = journeyd_cli(&["run", "--config", &file]);
+
+    assert!(!out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{file}: line 3: error: model[0].initial: unknown stage `nowhere`")), "{stderr}");
+    assert!(stderr.contains(&format!("{file}: line 6: error: model[0].transitions[0].to: unknown stage `zz`")), "{stderr}");
+}
+
+#[test]
+fn check_config_warns_about_an_unreachable_stage_and_exits_0() {
+    let dir = common::tempdir();
+    let text = "[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\", \"c\"]\n\
+                transitions = [{ from = [\"a\"], to = \"b\", on = { kind = \"x\" } }]\n";
+    let path = common::write_config(dir.path(), text);
+    let file = path.display().to_string();
+
+    let out = journeyd_cli(&["check-config", &file]);
+
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("{file}: line 4: warning: model[0].stages[2]: stage `c` is unreachable")), "{stdout}");
+}
+
+#[test]
+fn the_retail_example_passes_check_config() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/retail.toml");
+
+    let out = journeyd_cli(&["check-config", file]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")));
+}
+
+#[test]
+fn the_wealth_example_passes_check_config() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wealth.toml");
+
+    let out = journeyd_cli(&["check-config", file]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")));
+}
