@@ -46,6 +46,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Capacity of the control queue (API and request-reply to the router).
 const CONTROL_QUEUE: usize = 1024;
+/// How long a stopping journeyd waits for its shards to apply and publish what they hold.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// What a live run reports when it stops.
 #[derive(Debug)]
@@ -101,12 +103,13 @@ pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Re
     let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
     let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Nats(client.clone()));
     let subs = ingest::nats::subscribe(&client, &cfg.nats.subjects).await?;
-    client.flush().await.context("flushing subscriptions to NATS")?;
+    let request_subs = requests::subscribe(&client).await.context("subscribing to the request subjects")?;
+    ingest::nats::confirm_subscriptions(&client, Duration::from_secs(10)).await?;
     ready.store(true, Ordering::Release);
     tracing::info!(subjects = ?cfg.nats.subjects, url = %cfg.nats.url, "subscribed; journeyd is ready");
 
     let background = CancellationToken::new();
-    let requests = tokio::spawn(requests::serve(client.clone(), control_tx.clone(), background.clone()));
+    let requests = tokio::spawn(requests::serve(request_subs, client.clone(), control_tx.clone(), background.clone()));
     let exporter = {
         let (latency, metrics, stop) = (latency.clone(), metrics.clone(), background.clone());
         tokio::spawn(async move {
@@ -124,9 +127,16 @@ pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Re
     ingest::nats::run(&client, &mut router, subs, control_rx, shutdown, burst).await;
     ready.store(false, Ordering::Release);
     background.cancel();
-    let shards = engine.shutdown(router).await;
-    if let Err(e) = client.flush().await {
-        tracing::warn!(error = %e, "final NATS flush failed");
+    // Publishing waits for room in the client's buffer, which never comes if
+    // the server went away with the buffer full: bound the whole hand-over.
+    let shards = match tokio::time::timeout(SHUTDOWN_GRACE, engine.shutdown(router)).await {
+        Ok(shards) => shards,
+        Err(_) => anyhow::bail!("shards did not finish publishing within {SHUTDOWN_GRACE:?} (is NATS reachable?); their last output is lost"),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final NATS flush failed"),
+        Err(_) => tracing::error!("NATS did not confirm the final flush within 5 s; the last output may be lost"),
     }
     let _ = requests.await;
     let _ = exporter.await;

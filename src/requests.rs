@@ -33,16 +33,26 @@ fn error_body(e: &ApiError) -> bytes::Bytes {
     crate::emit::to_bytes(&serde_json::json!({ "error": e.to_string() }))
 }
 
+/// The two request subscriptions, made before journeyd reports ready.
+pub struct Requests {
+    queries: async_nats::Subscriber,
+    forgets: async_nats::Subscriber,
+}
+
+/// Subscribes to both request subjects (the caller flushes).
+pub async fn subscribe(client: &Client) -> anyhow::Result<Requests> {
+    Ok(Requests { queries: client.subscribe(QUERY_SUBJECT).await?, forgets: client.subscribe(FORGET_SUBJECT).await? })
+}
+
 /// Serves both subjects until `shutdown`.
-pub async fn serve(client: Client, control: mpsc::Sender<Control>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut queries = client.subscribe(QUERY_SUBJECT).await?;
-    let mut forgets = client.subscribe(FORGET_SUBJECT).await?;
+pub async fn serve(requests: Requests, client: Client, control: mpsc::Sender<Control>, shutdown: CancellationToken) {
+    let Requests { mut queries, mut forgets } = requests;
     loop {
         let (msg, is_forget) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             Some(m) = queries.next() => (m, false),
             Some(m) = forgets.next() => (m, true),
-            else => return Ok(()),
+            else => return,
         };
         let Some(reply) = msg.reply.clone() else {
             continue;

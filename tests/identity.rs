@@ -132,13 +132,16 @@ impl Live {
         body
     }
 
-    /// Waits until exactly `n` events were applied (and their shards flushed their metrics).
+    /// Waits until exactly `n` events were applied (and their shards flushed
+    /// their metrics), then scrapes again: one scrape reads metric families one
+    /// after another, so the scrape that saw the count may hold older gauges.
     async fn wait_applied(&self, n: u64) -> String {
         wait_until(&format!("journeyd has applied {n} events"), DEADLINE, || async {
             let text = self.metrics().await;
-            (sum(&text, "journey_events_total", &[]) as u64 == n).then_some(text)
+            (sum(&text, "journey_events_total", &[]) as u64 == n).then_some(())
         })
-        .await
+        .await;
+        self.metrics().await
     }
 
     /// `GET /v1/customers/{id}`: `Some(view)` on 200, `None` on 404 (whose body must be `{"error": ...}`).

@@ -9,6 +9,9 @@ use crate::metrics::latency::Recorder;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// How long a stopping worker waits for NATS to confirm its last output.
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where a shard's output goes.
 #[derive(Clone)]
 pub enum Sink {
@@ -36,6 +39,14 @@ impl Sink {
             if let Err(e) = client.flush().await {
                 tracing::warn!(error = %e, "NATS flush failed");
             }
+        }
+    }
+
+    /// The last flush of a stopping worker: bounded, since a flush waits for
+    /// the server and the server may be gone.
+    async fn final_flush(&self) {
+        if tokio::time::timeout(FINAL_FLUSH, self.flush()).await.is_err() {
+            tracing::error!(timeout = ?FINAL_FLUSH, "NATS did not confirm the last output of a shard");
         }
     }
 }
@@ -110,7 +121,7 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
         }
     }
     sink.publish(&mut shard.out).await;
-    sink.flush().await;
+    sink.final_flush().await;
     shard.metrics.flush();
     ShardReport { index: shard.index, customers: shard.customers(), pending_timers: shard.pending_timers() }
 }

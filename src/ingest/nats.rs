@@ -88,6 +88,24 @@ pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<S
     Ok(all)
 }
 
+/// Waits until the server has registered every subscription made so far on
+/// `client`: a flush only writes them to the socket, and another connection's
+/// events could reach the server first and find no subscriber. The server
+/// handles one connection's commands in order, so a message to a fresh inbox
+/// that comes back proves every earlier SUB is in place.
+pub async fn confirm_subscriptions(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let inbox = client.new_inbox();
+    let mut probe = client.subscribe(inbox.clone()).await.context("subscribing to a probe inbox")?;
+    client.publish(inbox, bytes::Bytes::new()).await.context("publishing the subscription probe")?;
+    client.flush().await.context("flushing subscriptions to NATS")?;
+    tokio::time::timeout(timeout, probe.next())
+        .await
+        .with_context(|| format!("NATS did not confirm the subscriptions within {timeout:?}"))?
+        .context("the probe subscription closed")?;
+    probe.unsubscribe().await.context("unsubscribing the probe inbox")?;
+    Ok(())
+}
+
 /// Publishes a refused or late input with its reason.
 async fn publish_aside(client: &Client, subject: &'static str, reason: &str, detail: Option<&str>, source: &str, payload: bytes::Bytes) {
     let mut headers = HeaderMap::new();
@@ -161,12 +179,14 @@ pub async fn run(
         }
     }
     tracing::info!("draining subscriptions");
+    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for s in subs.iter_mut() {
-        if let Err(e) = s.drain().await {
-            tracing::warn!(error = %e, "cannot drain subscription");
+        match tokio::time::timeout_at(drain_deadline, s.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot drain subscription"),
+            Err(_) => tracing::warn!("NATS did not take the unsubscribe in time"),
         }
     }
-    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while let Ok(Some(msg)) = tokio::time::timeout_at(drain_deadline, subs.next()).await {
         handle(client, router, msg).await;
     }

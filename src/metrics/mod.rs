@@ -189,7 +189,8 @@ impl Metrics {
                 dropped_at: f.steps.iter().map(|s| funnel_dropped.with_label_values(&[f.name.as_str(), s.label.as_str()])).collect(),
                 completed: funnel_completed.with_label_values(&[f.name.as_str()]),
                 duration: funnel_duration.with_label_values(&[f.name.as_str()]),
-                durations_ms: Mutex::new(hdrhistogram::Histogram::new(3).expect("valid HDR precision")),
+                // 1 ms to ~3 years: every funnel window fits; longer durations clamp.
+                durations_ms: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid HDR bounds")),
             })
             .collect();
         let segments = IntGaugeVec::new(

@@ -193,9 +193,13 @@ impl Service {
     }
 
     /// Waits until exactly `n` events were applied (`journey_events_total`):
-    /// every queued event has then gone through its shard.
+    /// every queued event has then gone through its shard. Returns a scrape
+    /// taken after that one: a scrape reads metric families one after another,
+    /// so the one that saw the last batch's event count may hold gauges read
+    /// just before that batch.
     pub async fn wait_applied(&self, n: u64) -> String {
-        self.wait_metrics(&format!("journeyd has applied {n} events"), |t| sum_or_zero(t, "journey_events_total", &[]) as u64 == n).await
+        self.wait_metrics(&format!("journeyd has applied {n} events"), |t| sum_or_zero(t, "journey_events_total", &[]) as u64 == n).await;
+        self.metrics().await
     }
 
     /// `GET /v1/customers/{id}` as JSON, or `None` on 404.
