@@ -82,11 +82,17 @@ impl Shared {
 
 /// [`run`] with telemetry the caller can watch.
 pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
+    let listen = &shared.plan.config.http.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding HTTP on {listen}"))?;
+    run_on(shared, listener, shutdown).await
+}
+
+/// [`run_with`] serving HTTP on a listener the caller bound.
+pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
     let Shared { plan, metrics, latency, ready } = shared;
     let cfg = &plan.config;
-
-    let listener = tokio::net::TcpListener::bind(&cfg.http.listen).await.with_context(|| format!("binding HTTP on {}", cfg.http.listen))?;
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let listener_addr = listener.local_addr().map_or_else(|_| cfg.http.listen.clone(), |a| a.to_string());
     let state = api::AppState { plan: plan.clone(), metrics: metrics.clone(), latency: latency.clone(), ready: ready.clone(), control: control_tx.clone() };
     let http_stop = CancellationToken::new();
     let http = {
@@ -98,7 +104,7 @@ pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Re
             }
         })
     };
-    tracing::info!(listen = %cfg.http.listen, "HTTP listening");
+    tracing::info!(listen = %listener_addr, "HTTP listening");
 
     let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
     let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Nats(client.clone()));

@@ -62,7 +62,7 @@ fn demo_with_a_duration_ends_by_itself_and_shows_stages_transitions_and_channel_
         assert!(table.iter().any(|(s, _)| s == stage), "stage {stage} missing from the lifecycle table {table:?}\n{shown}");
     }
     assert!(table.iter().map(|(_, n)| n).sum::<i64>() > 0, "no customers in the lifecycle table {table:?}\n{shown}");
-    for heading in ["top transitions", "channel effect"] {
+    for heading in ["top transitions", "channel effect", "triggers"] {
         assert!(last_screen.contains(heading), "no {heading:?} in the final screen\n{shown}");
     }
 

@@ -38,13 +38,16 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-fn free_listen(wanted: &str) -> String {
-    match std::net::TcpListener::bind(wanted) {
-        Ok(l) => {
-            drop(l);
-            wanted.to_string()
+/// Binds `wanted`, or a free port on 127.0.0.1 when it is taken; journeyd
+/// serves HTTP on the returned listener, so the printed address is the real one.
+async fn bind_http(wanted: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(wanted).await {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a free HTTP port")?;
+            println!("{wanted} is not available ({e}); using {}", l.local_addr()?);
+            Ok(l)
         }
-        Err(_) => std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or_else(|_| wanted.to_string(), |a| a.to_string()),
     }
 }
 
@@ -53,13 +56,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server = NatsServer::start()?;
     config.nats.url = server.url();
     config.nats.subjects = vec!["touch.>".into()];
-    config.http.listen = free_listen(&args.listen);
-    let listen = config.http.listen.clone();
+    let listener = bind_http(&args.listen).await?;
+    let listen = listener.local_addr().context("the demo's HTTP address")?.to_string();
+    config.http.listen = listen.clone();
     println!("nats-server on {}; journeyd HTTP on http://{listen}", server.url());
 
     let shared = Shared::new(config.clone());
     let token = CancellationToken::new();
-    let journeyd = tokio::spawn(crate::run_with(shared.clone(), token.clone()));
+    let journeyd = tokio::spawn(crate::run_on(shared.clone(), listener, token.clone()));
     let deadline = Instant::now() + Duration::from_secs(15);
     while !shared.ready.load(Ordering::Acquire) {
         anyhow::ensure!(Instant::now() < deadline && !journeyd.is_finished(), "journeyd did not become ready");
@@ -107,13 +111,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     stop_publishing.cancel();
-    let published = publisher.await.ok().and_then(Result::ok).unwrap_or(0);
+    match publisher.await {
+        Ok(Ok(n)) if n > 0 => println!("the simulator published all {n} events"),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => println!("the simulator stopped: {e:#}"),
+        Err(e) => println!("the simulator task failed: {e}"),
+    }
     let _ = client.flush().await;
     token.cancel();
     journeyd.await.context("journeyd task")??;
     shared.latency.export(&shared.metrics);
     println!("\n{}", view::render(&shared.plan, &shared.metrics, 0.0, started.elapsed().as_secs_f64()));
-    println!("demo finished: {published} events published.");
+    println!("demo finished: journeyd took {:.0} events.", view::events_seen(&shared.metrics));
     println!("While journeyd runs, its metrics are at http://{listen}/metrics, customers at http://{listen}/v1/customers/<id>, funnels at http://{listen}/v1/funnels.");
     println!("Dashboards: `docker compose -f deploy/docker-compose.yml up` and open Grafana on http://localhost:3000 (journeyd folder), or import grafana/dashboards/*.json.");
     drop(server);

@@ -1,6 +1,7 @@
 //! The demo's live terminal view: one screen, redrawn every second, of what
 //! journeyd is doing: events/s, customers per stage, the top transitions,
-//! which channels get the credit, funnel conversion and latency.
+//! which channels get the credit, funnel conversion, triggered messages and
+//! latency.
 
 use crate::metrics::Metrics;
 use crate::model::Plan;
@@ -90,6 +91,16 @@ pub fn render(plan: &Plan, m: &Metrics, rate: f64, elapsed_secs: f64) -> String 
     for f in crate::stats::funnels(plan, m) {
         let steps: Vec<String> = f.steps.iter().map(|st| format!("{} {}", st.step, st.reached)).collect();
         let _ = writeln!(s, "\nfunnel {}: {}  (conversion {:.1}%)", f.name, steps.join(" → "), f.conversion * 100.0);
+    }
+    if !plan.triggers.is_empty() {
+        let _ = writeln!(s, "\ntriggers          sent   by channel                      held back (consent/cap/quiet/cancelled)");
+        for (t, tm) in plan.triggers.iter().zip(&m.triggers) {
+            let sent: u64 = tm.sent.iter().map(|(_, c)| c.get()).sum();
+            let by: Vec<String> =
+                tm.sent.iter().filter(|(_, c)| c.get() > 0).map(|(ch, c)| format!("{} {}", plan.catalog.channel_name(*ch), c.get())).collect();
+            let held: Vec<String> = tm.suppressed.iter().map(|c| c.get().to_string()).collect();
+            let _ = writeln!(s, "  {:14} {sent:>7}   {:31} {}", t.name, by.join(", "), held.join("/"));
+        }
     }
     let lat = samples(&m.latency);
     let q = |stage: &str, quant: &str| lat.iter().find(|(l, _)| label(l, "stage") == stage && label(l, "quantile") == quant).map_or(0.0, |(_, v)| *v * 1e6);
