@@ -15,7 +15,7 @@
 //! the router owns identity, dedup and the watermark, each shard owns its
 //! customers, and metrics are counted locally and flushed per batch.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod catalog;

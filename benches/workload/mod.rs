@@ -34,6 +34,9 @@ const KIND_MIX: [(&str, u8); 8] =
 const SCRAMBLE: u64 = 2_654_435_761;
 
 /// One drawn event.
+/// As in the shard worker.
+const PREFETCH_AHEAD: usize = 4;
+
 pub struct Draw {
     pub customer: u32,
     /// The customer's first event: it carries (and links) both ids.
@@ -217,13 +220,25 @@ impl Workload {
 
     /// What a shard worker does with a batch, minus the queue and the
     /// publishing: apply every event, flush the metrics, drop the output.
+    /// Like the worker, it prefetches the customers of the events ahead.
     fn drive(&mut self, shard: &mut Shard, op: &mut EventOp, events: u64, mut next: impl FnMut(&mut Workload) -> Draw) {
         let mut left = events;
+        let mut draws = Vec::with_capacity(BATCH);
         while left > 0 {
             let n = left.min(BATCH as u64);
-            for _ in 0..n {
-                let d = next(self);
-                self.fill(&d, op);
+            draws.clear();
+            draws.extend((0..n).map(|_| next(self)));
+            for (i, d) in draws.iter().enumerate() {
+                if let Some(a) = draws.get(i + 3 * PREFETCH_AHEAD) {
+                    shard.prefetch_index(self.key(a.customer));
+                }
+                if let Some(a) = draws.get(i + 2 * PREFETCH_AHEAD) {
+                    shard.prefetch_customer(self.key(a.customer));
+                }
+                if let Some(a) = draws.get(i + PREFETCH_AHEAD) {
+                    shard.prefetch_parts(self.key(a.customer));
+                }
+                self.fill(d, op);
                 shard.apply_event(op);
             }
             shard.metrics.flush();

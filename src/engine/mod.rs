@@ -7,6 +7,7 @@ pub mod customer;
 pub mod ops;
 pub mod router;
 pub mod shard;
+pub mod table;
 pub mod timers;
 pub mod watermark;
 pub mod worker;

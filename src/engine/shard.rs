@@ -8,6 +8,7 @@
 
 use super::customer::{Consent, Customer, CustomerView, Forgotten};
 use super::ops::{EventOp, MergeCause};
+use super::table::CustomerTable;
 use super::timers::{Timer, TimerKind, TimerQueue};
 use crate::catalog::{ChannelId, IdTypes, CHANNEL_NONE};
 use crate::emit::{to_bytes, Attribution, Cause, Outbound, TransitionJson, TransitionSubjects, TriggerJson};
@@ -17,14 +18,13 @@ use crate::model::attribution::PackedTouch;
 use crate::model::{Fired, Plan};
 use crate::trigger::{Decision, OnEvent, Suppressed};
 use async_nats::Subject;
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
 pub struct Shard {
     pub index: usize,
     plan: Arc<Plan>,
-    customers: FxHashMap<CustomerKey, Customer>,
+    customers: CustomerTable,
     timers: TimerQueue,
     pub metrics: ShardMetrics,
     subjects: TransitionSubjects,
@@ -59,7 +59,7 @@ impl Shard {
             trigger_subjects: plan.triggers.iter().map(|t| Subject::from(format!("journey.trigger.{}", t.name))).collect(),
             id_types: plan.catalog.id_types.clone(),
             plan,
-            customers: FxHashMap::default(),
+            customers: CustomerTable::default(),
             timers: TimerQueue::default(),
             metrics,
             out: Vec::new(),
@@ -72,6 +72,24 @@ impl Shard {
         self.customers.len()
     }
 
+    /// Starts loading the index entry of a customer a few events ahead.
+    #[inline]
+    pub fn prefetch_index(&self, key: CustomerKey) {
+        self.customers.prefetch_index(key);
+    }
+
+    /// Starts loading a customer a couple of events ahead.
+    #[inline]
+    pub fn prefetch_customer(&self, key: CustomerKey) {
+        self.customers.prefetch_customer(key);
+    }
+
+    /// Starts loading the heap blocks of a customer an event or two ahead.
+    #[inline]
+    pub fn prefetch_parts(&self, key: CustomerKey) {
+        self.customers.prefetch_parts(key);
+    }
+
     pub fn pending_timers(&self) -> usize {
         self.timers.len()
     }
@@ -82,17 +100,13 @@ impl Shard {
         self.advance(ev.watermark);
         let plan = self.plan.clone();
         let t = &ev.touch;
-        let c = match self.customers.entry(ev.key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let c = Customer::new(&plan, t.ts);
-                for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
-                    self.metrics.move_customer(mi, None, Some(*s));
-                }
-                self.metrics.move_segment(None, Some(c.cell));
-                v.insert(c)
+        let (c, created) = self.customers.get_or_insert_with(ev.key, || Customer::new(&plan, t.ts));
+        if created {
+            for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
+                self.metrics.move_customer(mi, None, Some(*s));
             }
-        };
+            self.metrics.move_segment(None, Some(c.cell));
+        }
         c.ids.extend(ev.new_ids.iter().cloned());
         let stage0 = c.journey.stages.first().map_or(0, |s| s.0);
         self.metrics.event(t.channel, t.kind, stage0);
@@ -140,7 +154,7 @@ impl Shard {
         self.watermark = watermark;
         let plan = self.plan.clone();
         while let Some(timer) = self.timers.pop_due(watermark) {
-            let Some(c) = self.customers.get_mut(&timer.key) else { continue };
+            let Some(c) = self.customers.get_mut(timer.key) else { continue };
             match timer.kind {
                 TimerKind::Inactivity(which) => {
                     let which = which as usize;
@@ -195,7 +209,7 @@ impl Shard {
     /// gauges stay counted until the survivor's shard absorbs it.
     pub fn evict(&mut self, key: CustomerKey, watermark: i64) -> Option<Customer> {
         self.advance(watermark);
-        self.customers.remove(&key)
+        self.customers.remove(key)
     }
 
     /// Merges `other` into the customer `into` (DESIGN.md: each model takes the
@@ -204,7 +218,7 @@ impl Shard {
     pub fn merge(&mut self, into: CustomerKey, mut other: Customer, cause: &MergeCause) {
         self.advance(cause.watermark);
         let plan = self.plan.clone();
-        let Some(c) = self.customers.get_mut(&into) else {
+        let Some(c) = self.customers.get_mut(into) else {
             // The survivor has no state here (it was forgotten meanwhile): the
             // absorbed customer continues under the survivor's key.
             other.armed = 0;
@@ -256,12 +270,12 @@ impl Shard {
     }
 
     pub fn view(&self, key: CustomerKey) -> Option<CustomerView> {
-        self.customers.get(&key).map(|c| c.view(&self.plan, &self.id_types))
+        self.customers.get(key).map(|c| c.view(&self.plan, &self.id_types))
     }
 
     /// Removes a customer for good (right to erasure); gauges drop it.
     pub fn forget(&mut self, key: CustomerKey) -> Option<Forgotten> {
-        let c = self.customers.remove(&key)?;
+        let c = self.customers.remove(key)?;
         for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
             self.metrics.move_customer(mi, Some(*s), None);
         }

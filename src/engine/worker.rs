@@ -12,6 +12,9 @@ use tokio::sync::mpsc;
 /// How long a stopping worker waits for NATS to confirm its last output.
 const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How many events ahead a worker prefetches customers.
+const PREFETCH_AHEAD: usize = 4;
+
 /// Where a shard's output goes.
 #[derive(Clone)]
 pub enum Sink {
@@ -67,7 +70,20 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
     while let Some(batch) = rx.recv().await {
         depth.set(rx.len() as i64);
         let start = Instant::now();
-        for op in batch {
+        let mut ops = batch.into_iter();
+        while let Some(op) = ops.next() {
+            // Customers live all over memory: start loading those of the
+            // events ahead while this one is applied (index, then customer).
+            let ahead = ops.as_slice();
+            if let Some(Op::Event(e)) = ahead.get(3 * PREFETCH_AHEAD - 1) {
+                shard.prefetch_index(e.key);
+            }
+            if let Some(Op::Event(e)) = ahead.get(2 * PREFETCH_AHEAD - 1) {
+                shard.prefetch_customer(e.key);
+            }
+            if let Some(Op::Event(e)) = ahead.get(PREFETCH_AHEAD - 1) {
+                shard.prefetch_parts(e.key);
+            }
             match op {
                 Op::Event(ev) => {
                     shard.apply_event(&ev);

@@ -69,6 +69,11 @@ pub struct Touches {
 }
 
 impl Touches {
+    /// Where the touches live, for a prefetch.
+    pub fn heap_ptr(&self) -> *const u8 {
+        self.ring.as_ptr() as *const u8
+    }
+
     pub fn push(&mut self, t: PackedTouch, max: usize) {
         if self.ring.len() < max {
             self.ring.push(t);

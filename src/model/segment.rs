@@ -26,6 +26,13 @@ pub struct Activity {
     engagements: Vec<i64>,
 }
 
+impl Activity {
+    /// Where the recent times live, for a prefetch.
+    pub fn heap_ptrs(&self) -> [*const u8; 2] {
+        [self.purchases.as_ptr() as *const u8, self.engagements.as_ptr() as *const u8]
+    }
+}
+
 /// A cell of the matrix: `purchase * 3 + engagement`, each 0 none, 1 low, 2 high.
 pub type Cell = u8;
 
