@@ -22,6 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workload::{Workload, BATCH};
 
+/// The allocator the `journeyd` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Events per customer before measuring: one sweep, then this many more on average.
 const WARM_EVENTS_PER_CUSTOMER: u64 = 1;
 

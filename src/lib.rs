@@ -46,6 +46,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Capacity of the control queue (API and request-reply to the router).
 const CONTROL_QUEUE: usize = 1024;
+/// How long a live event may wait in a partial batch for more events.
+const MAX_HOLD: Duration = Duration::from_micros(50);
 /// How long a stopping journeyd waits for its shards to apply and publish what they hold.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -130,6 +132,7 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     };
 
     let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
+    router.set_max_hold(MAX_HOLD);
     ingest::nats::run(&client, &mut router, subs, control_rx, shutdown, burst).await;
     ready.store(false, Ordering::Release);
     background.cancel();

@@ -8,6 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// Events are allocated on the NATS reader's thread and freed on a shard's:
+/// mimalloc handles that cross-thread traffic far better than glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "journeyd", version, about = "Streaming customer-journey processor: NATS touchpoints in; journey transitions and channel-effect metrics out")]
 struct Cli {

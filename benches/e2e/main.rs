@@ -34,6 +34,10 @@ use report::Report;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The allocator the `journeyd` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sizes of one run.
 struct Settings {
     mode: &'static str,

@@ -41,6 +41,10 @@ pub struct Router {
     /// The watermark each shard has been handed last.
     handed: Vec<i64>,
     batch_size: usize,
+    /// Live: when the oldest event of a shard's batch was taken in.
+    batch_since: Vec<Option<Instant>>,
+    /// Live: a batch is sent once its oldest event has waited this long, full or not.
+    max_hold: Option<std::time::Duration>,
     decode_hist: LocalHistogram,
     decode_lat: Recorder,
     decode_samples: Vec<u64>,
@@ -62,6 +66,8 @@ impl Router {
             blocked: BlockedIds::new(&cfg.identity.blocked_values),
             pending: senders.iter().map(|_| Vec::with_capacity(batch_size)).collect(),
             handed: vec![i64::MIN; senders.len()],
+            batch_since: vec![None; senders.len()],
+            max_hold: None,
             decode_hist: metrics.processing.with_label_values(&[Stage::Decode.as_str()]).local(),
             decode_samples: Vec::new(),
             senders,
@@ -71,6 +77,12 @@ impl Router {
             plan,
             metrics,
         }
+    }
+
+    /// Bounds how long an event waits in a partial batch while more input
+    /// keeps coming (live traffic); replay leaves batches to fill.
+    pub fn set_max_hold(&mut self, hold: std::time::Duration) {
+        self.max_hold = Some(hold);
     }
 
     pub fn watermark(&self) -> i64 {
@@ -158,13 +170,15 @@ impl Router {
         self.decode_samples.push(decode_ns.as_nanos() as u64);
         self.handed[shard] = watermark;
         self.pending[shard].push(Op::Event(EventOp { key, touch, watermark, payload: payload.clone(), event_id, new_ids, consent, received }));
-        if self.pending[shard].len() >= self.batch_size {
+        let since = *self.batch_since[shard].get_or_insert(received);
+        if self.pending[shard].len() >= self.batch_size || self.max_hold.is_some_and(|h| received.duration_since(since) >= h) {
             self.flush_shard(shard).await;
         }
         Outcome::Accepted
     }
 
     async fn flush_shard(&mut self, shard: usize) {
+        self.batch_since[shard] = None;
         if self.pending[shard].is_empty() {
             return;
         }

@@ -63,13 +63,12 @@ pub struct ShardReport {
 }
 
 pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, engine_lat: Recorder, e2e_lat: Recorder) -> ShardReport {
-    let mut received: Vec<Instant> = Vec::new();
+    let mut engine_ns: Vec<u64> = Vec::new();
     let mut e2e: Vec<u64> = Vec::new();
     let mut barriers = Vec::new();
     let depth = shard.metrics.shared.queue_depth.with_label_values(&[&shard.index.to_string()]);
     while let Some(batch) = rx.recv().await {
         depth.set(rx.len() as i64);
-        let start = Instant::now();
         let mut ops = batch.into_iter();
         while let Some(op) = ops.next() {
             // Customers live all over memory: start loading those of the
@@ -86,8 +85,20 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
             }
             match op {
                 Op::Event(ev) => {
+                    // An event's output goes out as soon as it is applied,
+                    // not at the end of the batch.
+                    let start = Instant::now();
                     shard.apply_event(&ev);
-                    received.push(ev.received);
+                    let mut done = Instant::now();
+                    let engine = done.duration_since(start);
+                    if !shard.out.is_empty() {
+                        sink.publish(&mut shard.out).await;
+                        done = Instant::now();
+                    }
+                    let end_to_end = done.duration_since(ev.received);
+                    shard.metrics.observe(engine.as_secs_f64(), end_to_end.as_secs_f64());
+                    engine_ns.push(engine.as_nanos() as u64);
+                    e2e.push(end_to_end.as_nanos() as u64);
                 }
                 Op::Evict { key, watermark, to } => {
                     let _ = to.send(shard.evict(key, watermark).map(Box::new));
@@ -114,19 +125,12 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
                 Op::Barrier(tx) => barriers.push(tx),
             }
         }
-        let engine_done = Instant::now();
         sink.publish(&mut shard.out).await;
-        let done = Instant::now();
-        if !received.is_empty() {
-            let per_event = engine_done.duration_since(start).as_secs_f64() / received.len() as f64;
-            e2e.clear();
-            for r in received.drain(..) {
-                let d = done.duration_since(r);
-                shard.metrics.observe(per_event, d.as_secs_f64());
-                e2e.push(d.as_nanos() as u64);
-            }
+        if !e2e.is_empty() {
             e2e_lat.record_all(&e2e);
-            engine_lat.record_all(&[(per_event * 1e9) as u64]);
+            engine_lat.record_all(&engine_ns);
+            e2e.clear();
+            engine_ns.clear();
         }
         shard.metrics.flush();
         if !barriers.is_empty() {
