@@ -24,7 +24,7 @@ use workload::{Workload, BATCH};
 
 /// The allocator the `journeyd` binary ships with.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Events per customer before measuring: one sweep, then this many more on average.
 const WARM_EVENTS_PER_CUSTOMER: u64 = 1;

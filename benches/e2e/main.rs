@@ -36,7 +36,7 @@ use std::time::Instant;
 
 /// The allocator the `journeyd` binary ships with.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Sizes of one run.
 struct Settings {
