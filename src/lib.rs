@@ -112,7 +112,10 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
 
     let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
     let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Nats(client.clone()));
-    let subs = ingest::nats::subscribe(&client, &cfg.nats.subjects).await?;
+    let input = match &cfg.nats.jetstream {
+        Some(js) => ingest::input::consume(&client, &cfg.nats, js).await?,
+        None => ingest::input::subscribe(&client, &cfg.nats.subjects).await?,
+    };
     let request_subs = requests::subscribe(&client).await.context("subscribing to the request subjects")?;
     ingest::nats::confirm_subscriptions(&client, Duration::from_secs(10)).await?;
     ready.store(true, Ordering::Release);
@@ -135,7 +138,7 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
 
     let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     router.set_max_hold(MAX_HOLD);
-    ingest::nats::run(&client, &mut router, subs, control_rx, shutdown, burst).await;
+    ingest::nats::run(&client, &mut router, input, control_rx, shutdown, burst).await;
     ready.store(false, Ordering::Release);
     background.cancel();
     // Publishing waits for room in the client's buffer, which never comes if

@@ -99,8 +99,12 @@ fn check_nats(c: &Config, f: &mut Findings) {
     if auth > 1 {
         f.error("nats", "give only one of user/password, token or credentials");
     }
-    if c.nats.jetstream.is_some() {
-        f.warn("nats.jetstream", "JetStream consumption is not supported by this version: journeyd consumes with a core subscription on `nats.subjects`");
+    if let Some(js) = &c.nats.jetstream {
+        for (key, name) in [("nats.jetstream.stream", &js.stream), ("nats.jetstream.consumer", &js.consumer)] {
+            if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || matches!(ch, '.' | '*' | '>' | '/' | '\\')) {
+                f.error(key, format!("`{name}` is not a JetStream name (non-empty; no spaces, `.`, `*`, `>`, `/` or `\\`)"));
+            }
+        }
     }
     if c.nats.user.is_some() != c.nats.password.is_some() {
         f.error("nats.user", "user and password go together");
@@ -359,6 +363,17 @@ mod tests {
         assert_eq!(loaded.warnings.len(), 1);
         assert!(loaded.warnings[0].message.contains("`c` is unreachable"));
         assert_eq!(loaded.warnings[0].line, Some(4));
+    }
+
+    #[test]
+    fn jetstream_stream_and_consumer_must_be_jetstream_names() {
+        let text = format!("[nats]\njetstream = {{ stream = \"touch.events\", consumer = \"\" }}\n\n{}", MODEL.replace("\"zz\"", "\"b\""));
+        let e = errors(&text);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("nats.jetstream.stream: `touch.events` is not a JetStream name"), "{e:?}");
+        assert!(e[1].contains("nats.jetstream.consumer: `` is not a JetStream name"), "{e:?}");
+        let ok = format!("[nats]\njetstream = {{ stream = \"TOUCH\", consumer = \"journeyd\" }}\n\n{}", MODEL.replace("\"zz\"", "\"b\""));
+        assert!(errors(&ok).is_empty());
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Input: the live NATS loop (`nats.rs`) and the duplicate window. Decoding
+//! Input: where live events come from (`input.rs`: core NATS or a JetStream
+//! consumer), the live loop (`nats.rs`) and the duplicate window. Decoding
 //! and validation live in `event.rs`; routing in `engine::router`.
 
 pub mod dedup;
+pub mod input;
 pub mod nats;

@@ -3,15 +3,15 @@
 //! with events. Bad input goes to `journey.dlq`, late input to `journey.late`,
 //! each with the original bytes and a `Journey-Reason` header.
 
+use super::input::Input;
 use crate::catalog::IdTypeId;
 use crate::config::NatsConfig;
 use crate::emit::{DETAIL_HEADER, DLQ_SUBJECT, LATE_SUBJECT, REASON_HEADER};
 use crate::engine::{CustomerView, Outcome, Router};
 use crate::metrics::Metrics;
 use anyhow::Context;
-use async_nats::{Client, HeaderMap, Subscriber};
-use futures::stream::SelectAll;
-use futures::{FutureExt, StreamExt};
+use async_nats::{Client, HeaderMap};
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -80,14 +80,6 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
     }
 }
 
-pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<SelectAll<Subscriber>> {
-    let mut all = SelectAll::new();
-    for s in subjects {
-        all.push(client.subscribe(s.clone()).await.with_context(|| format!("subscribing to {s}"))?);
-    }
-    Ok(all)
-}
-
 /// Waits until the server has registered every subscription made so far on
 /// `client`: a flush only writes them to the socket, and another connection's
 /// events could reach the server first and find no subscriber. The server
@@ -145,16 +137,9 @@ async fn control(router: &mut Router, c: Control) {
     }
 }
 
-/// Consumes until `shutdown`, then drains: stops the subscriptions, applies
-/// what the client had buffered, and flushes the router.
-pub async fn run(
-    client: &Client,
-    router: &mut Router,
-    mut subs: SelectAll<Subscriber>,
-    mut control_rx: mpsc::Receiver<Control>,
-    shutdown: CancellationToken,
-    burst: usize,
-) {
+/// Consumes until `shutdown`, then drains: stops the input, applies what the
+/// client had buffered, and flushes the router.
+pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut control_rx: mpsc::Receiver<Control>, shutdown: CancellationToken, burst: usize) {
     let period = (router.idle_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -163,32 +148,26 @@ pub async fn run(
             biased;
             _ = shutdown.cancelled() => break,
             Some(c) = control_rx.recv() => control(router, c).await,
-            msg = subs.next() => {
+            msg = input.next() => {
                 let Some(msg) = msg else { break };
                 handle(client, router, msg).await;
                 // Take what is already buffered, without waiting, then flush partial batches.
                 for _ in 1..burst {
-                    match subs.next().now_or_never() {
-                        Some(Some(m)) => handle(client, router, m).await,
-                        _ => break,
+                    match input.try_next() {
+                        Some(m) => handle(client, router, m).await,
+                        None => break,
                     }
                 }
                 router.flush().await;
+                input.commit().await;
             }
             _ = ticker.tick() => router.on_idle(Instant::now(), wall_ms()).await,
         }
     }
-    tracing::info!("draining subscriptions");
-    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for s in subs.iter_mut() {
-        match tokio::time::timeout_at(drain_deadline, s.drain()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot drain subscription"),
-            Err(_) => tracing::warn!("NATS did not take the unsubscribe in time"),
-        }
-    }
-    while let Ok(Some(msg)) = tokio::time::timeout_at(drain_deadline, subs.next()).await {
+    tracing::info!("draining the input");
+    for msg in input.stop(tokio::time::Instant::now() + Duration::from_secs(10)).await {
         handle(client, router, msg).await;
     }
     router.flush().await;
+    input.commit().await;
 }

@@ -1,0 +1,146 @@
+//! Where live events come from: core NATS subscriptions on `nats.subjects`,
+//! or, with `nats.jetstream`, a durable JetStream pull consumer on a stream
+//! over those subjects. Both hand the router plain NATS messages.
+//!
+//! Core NATS has no flow control: input faster than journeyd overflows the
+//! subscription buffer and the client drops messages (counted and logged as a
+//! slow consumer), and what is published while journeyd is down is gone. The
+//! pull consumer fetches only as fast as the shards take events, and its
+//! position survives a restart, so neither loses anything. Its messages are
+//! acknowledged (ack-all) once the burst they came in is handed to the shards.
+
+use crate::config::{JetStreamConfig, NatsConfig};
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
+use async_nats::{Client, Message, Subject, Subscriber};
+use futures::stream::SelectAll;
+use futures::{FutureExt, StreamExt};
+use std::time::Duration;
+
+/// Messages a pull request asks for at once, at most: pulled messages land
+/// in a client subscription too, and a batch that overflowed its buffer would
+/// be dropped client-side (and, with ack-all, acknowledged by a later ack).
+const FETCH_BATCH: usize = 1024;
+/// Delivered but unacknowledged messages the server allows the consumer.
+const MAX_ACK_PENDING: i64 = 65_536;
+
+pub enum Input {
+    Core(SelectAll<Subscriber>),
+    JetStream(Box<JetStreamInput>),
+}
+
+pub struct JetStreamInput {
+    client: Client,
+    messages: pull::Stream,
+    /// Ack subject of the last message handed on, not yet acknowledged.
+    unacked: Option<Subject>,
+}
+
+impl Input {
+    /// The next message; `None` when the input has ended.
+    pub async fn next(&mut self) -> Option<Message> {
+        match self {
+            Input::Core(subs) => subs.next().await,
+            Input::JetStream(js) => js.next().await,
+        }
+    }
+
+    /// A message that is already buffered, without waiting.
+    pub fn try_next(&mut self) -> Option<Message> {
+        self.next().now_or_never().flatten()
+    }
+
+    /// Everything taken so far has been handed to the shards: acknowledge it.
+    pub async fn commit(&mut self) {
+        if let Input::JetStream(js) = self {
+            js.commit().await;
+        }
+    }
+
+    /// Stops taking input. Core subscriptions are drained (what the client
+    /// already holds is returned, to be applied); a JetStream consumer keeps
+    /// what it did not deliver for the next run.
+    pub async fn stop(&mut self, deadline: tokio::time::Instant) -> Vec<Message> {
+        let Input::Core(subs) = self else { return Vec::new() };
+        for s in subs.iter_mut() {
+            match tokio::time::timeout_at(deadline, s.drain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot drain subscription"),
+                Err(_) => tracing::warn!("NATS did not take the unsubscribe in time"),
+            }
+        }
+        let mut rest = Vec::new();
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, subs.next()).await {
+            rest.push(msg);
+        }
+        rest
+    }
+}
+
+/// Core subscriptions on every subject.
+pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<Input> {
+    let mut all = SelectAll::new();
+    for s in subjects {
+        all.push(client.subscribe(s.clone()).await.with_context(|| format!("subscribing to {s}"))?);
+    }
+    Ok(Input::Core(all))
+}
+
+/// The durable pull consumer `js.consumer` on stream `js.stream` (the stream
+/// is created over `nats.subjects` if it does not exist; a new consumer
+/// starts at the stream's first message).
+pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -> anyhow::Result<Input> {
+    let context = jetstream::new(client.clone());
+    let stream = context
+        .get_or_create_stream(jetstream::stream::Config { name: js.stream.clone(), subjects: nats.subjects.clone(), ..Default::default() })
+        .await
+        .with_context(|| format!("opening JetStream stream {}", js.stream))?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &js.consumer,
+            pull::Config {
+                durable_name: Some(js.consumer.clone()),
+                filter_subjects: nats.subjects.clone(),
+                ack_policy: AckPolicy::All,
+                max_ack_pending: MAX_ACK_PENDING,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("opening JetStream consumer {} on stream {}", js.consumer, js.stream))?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(FETCH_BATCH.min(nats.subscription_capacity / 2).max(1))
+        .messages()
+        .await
+        .with_context(|| format!("pulling from JetStream consumer {}", js.consumer))?;
+    tracing::info!(stream = %js.stream, consumer = %js.consumer, "consuming from JetStream");
+    Ok(Input::JetStream(Box::new(JetStreamInput { client: client.clone(), messages, unacked: None })))
+}
+
+impl JetStreamInput {
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            match self.messages.next().await? {
+                Ok(m) => {
+                    self.unacked = m.message.reply.clone();
+                    return Some(m.message);
+                }
+                // Heartbeats missed during a reconnect and the like: the
+                // stream recovers by itself; back off so as not to spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "JetStream pull error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self) {
+        if let Some(reply) = self.unacked.take() {
+            if let Err(e) = self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await {
+                tracing::warn!(error = %e, "cannot acknowledge JetStream messages; they will be redelivered and deduplicated");
+            }
+        }
+    }
+}
