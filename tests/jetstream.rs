@@ -4,7 +4,6 @@
 //! beyond the client's subscription buffer loses nothing.
 
 mod common;
-#[allow(dead_code)]
 mod support;
 
 use common::{free_addr, NatsServer};
