@@ -8,7 +8,10 @@
 //! same numbers `/metrics` serves, without loading journeyd with scrapes);
 //! one scrape of `/metrics` at the end cross-checks them.
 //!
-//! The rate is sustained: inputs consumed between the first and the last one.
+//! Both clients' subscription buffers hold the whole input (core NATS has no
+//! flow control; see the README), so neither drops anything and the rate is
+//! each consumer's own. The rate is sustained: inputs consumed between the
+//! first and the last one.
 //! Every input not consumed is reported as lost, with the slow-consumer events
 //! of the client and of the server.
 
@@ -51,8 +54,15 @@ struct Published {
 }
 
 pub fn run(server: &NatsServer, config: &Config, messages: Messages, report: &mut Report) -> anyhow::Result<()> {
-    let capacity = config.nats.subscription_capacity;
     let total = messages.len() as u64;
+    // Core NATS has no flow control and one publisher outruns any consumer
+    // that does real work: with a buffer that holds the whole input, both
+    // consumers drain at their own pace and the rate is theirs, not the
+    // buffer's (what overflows a smaller buffer is reported as lost).
+    let capacity = config.nats.subscription_capacity.max(messages.len() + 1024);
+    let mut config = config.clone();
+    config.nats.subscription_capacity = capacity;
+    let config = &config;
 
     let server_slow = server.slow_consumers();
     let (bare_pub, bare) = ceiling(&server.url, messages.clone(), capacity)?;
