@@ -70,16 +70,16 @@ impl Customer {
     /// should be cached by now), so that their misses overlap.
     #[inline]
     pub fn prefetch_parts(&self) {
-        use super::table::prefetch;
-        prefetch(self.journey.stages.as_ptr() as *const u8);
-        prefetch(self.journey.windows.as_ptr() as *const u8);
-        prefetch(self.touches.heap_ptr());
-        prefetch(self.activity.as_ptr() as *const u8);
-        prefetch(self.funnels.as_ptr() as *const u8);
-        prefetch(self.triggers.as_ptr() as *const u8);
-        for p in self.segment.heap_ptrs() {
-            prefetch(p);
-        }
+        use super::table::prefetch_slice;
+        prefetch_slice(&self.journey.stages);
+        prefetch_slice(&self.journey.windows);
+        prefetch_slice(self.touches.as_slice());
+        prefetch_slice(&self.activity);
+        prefetch_slice(&self.funnels);
+        prefetch_slice(&self.triggers);
+        let (purchases, engagements) = self.segment.times();
+        prefetch_slice(purchases);
+        prefetch_slice(engagements);
     }
 
     /// The ONE_ID: the value of the highest-priority id type (lowest type id),

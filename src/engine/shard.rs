@@ -154,6 +154,17 @@ impl Shard {
         self.watermark = watermark;
         let plan = self.plan.clone();
         while let Some(timer) = self.timers.pop_due(watermark) {
+            // Timers fall due for customers all over memory: prefetch ahead,
+            // as the worker does for events.
+            if let Some(k) = self.timers.key_ahead(3 * super::worker::PREFETCH_AHEAD - 1) {
+                self.customers.prefetch_index(k);
+            }
+            if let Some(k) = self.timers.key_ahead(2 * super::worker::PREFETCH_AHEAD - 1) {
+                self.customers.prefetch_customer(k);
+            }
+            if let Some(k) = self.timers.key_ahead(super::worker::PREFETCH_AHEAD - 1) {
+                self.customers.prefetch_parts(k);
+            }
             let Some(c) = self.customers.get_mut(timer.key) else { continue };
             match timer.kind {
                 TimerKind::Inactivity(which) => {

@@ -134,6 +134,18 @@ impl CustomerTable {
     }
 }
 
+/// Prefetches the cache lines of a slice, at most four.
+#[inline]
+pub fn prefetch_slice<T>(s: &[T]) {
+    let p = s.as_ptr() as *const u8;
+    let bytes = std::mem::size_of_val(s).min(4 * 64);
+    let mut off = 0;
+    while off < bytes {
+        prefetch(p.wrapping_add(off));
+        off += 64;
+    }
+}
+
 /// The crate's one `unsafe`: the x86-64 prefetch intrinsic. A customer's
 /// state is a few cache lines plus a handful of heap blocks scattered over
 /// gigabytes, so applying an event is a chain of cache misses; prefetching

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many events ahead a worker prefetches customers.
-const PREFETCH_AHEAD: usize = 4;
+pub(super) const PREFETCH_AHEAD: usize = 4;
 
 /// Where a shard's output goes.
 #[derive(Clone)]

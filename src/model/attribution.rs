@@ -69,9 +69,9 @@ pub struct Touches {
 }
 
 impl Touches {
-    /// Where the touches live, for a prefetch.
-    pub fn heap_ptr(&self) -> *const u8 {
-        self.ring.as_ptr() as *const u8
+    /// The ring as it lies in memory (for a prefetch; not in time order).
+    pub fn as_slice(&self) -> &[PackedTouch] {
+        &self.ring
     }
 
     pub fn push(&mut self, t: PackedTouch, max: usize) {

@@ -27,9 +27,9 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// Where the recent times live, for a prefetch.
-    pub fn heap_ptrs(&self) -> [*const u8; 2] {
-        [self.purchases.as_ptr() as *const u8, self.engagements.as_ptr() as *const u8]
+    /// The recent purchase and engagement times (for a prefetch).
+    pub fn times(&self) -> (&[i64], &[i64]) {
+        (&self.purchases, &self.engagements)
     }
 }
 
