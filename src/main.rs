@@ -151,8 +151,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 let plan = journeyd::model::Plan::new(loaded.config);
                 let series = journeyd::metrics::worst_case_series(&plan);
-                let mut text =
-                    format!("{}: ok ({} models, {} funnels, {} warnings)\n", file.display(), plan.models.len(), plan.funnels.len(), loaded.warnings.len());
+                let mut text = format!(
+                    "{}: ok ({}, {}, {}, {})\n",
+                    file.display(),
+                    count(plan.models.len(), "model"),
+                    count(plan.funnels.len(), "funnel"),
+                    count(plan.triggers.len(), "trigger"),
+                    count(loaded.warnings.len(), "warning")
+                );
                 text += &format!("worst-case Prometheus series: {}\n", series.iter().map(|(_, n)| n).sum::<usize>());
                 for (name, n) in series {
                     text += &format!("  {name:45} {n:>7}\n");
@@ -178,4 +184,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// "1 model", "2 models".
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
