@@ -50,6 +50,8 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
                 metrics.nats_events.with_label_values(&[label]).inc();
                 match event {
                     async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    // Expected once journeyd has drained and dropped its client.
+                    async_nats::Event::Closed => tracing::info!("NATS connection closed"),
                     async_nats::Event::SlowConsumer(sid) => {
                         tracing::error!(sid, "NATS slow consumer: the server dropped messages for journeyd; raise nats.subscription_capacity or add cores")
                     }
