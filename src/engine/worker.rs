@@ -62,6 +62,22 @@ pub struct ShardReport {
     pub pending_timers: usize,
 }
 
+/// Customers live all over memory: while one op is applied, start loading
+/// the customers of the events ahead, one level per distance (the index
+/// entry, then the customer, then its heap blocks).
+#[inline]
+fn prefetch_ahead(shard: &Shard, ahead: &[Op]) {
+    if let Some(Op::Event(e)) = ahead.get(3 * PREFETCH_AHEAD - 1) {
+        shard.prefetch_index(e.key);
+    }
+    if let Some(Op::Event(e)) = ahead.get(2 * PREFETCH_AHEAD - 1) {
+        shard.prefetch_customer(e.key);
+    }
+    if let Some(Op::Event(e)) = ahead.get(PREFETCH_AHEAD - 1) {
+        shard.prefetch_parts(e.key);
+    }
+}
+
 pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, engine_lat: Recorder, e2e_lat: Recorder) -> ShardReport {
     let mut engine_ns: Vec<u64> = Vec::new();
     let mut e2e: Vec<u64> = Vec::new();
@@ -71,18 +87,7 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
         depth.set(rx.len() as i64);
         let mut ops = batch.into_iter();
         while let Some(op) = ops.next() {
-            // Customers live all over memory: start loading those of the
-            // events ahead while this one is applied (index, then customer).
-            let ahead = ops.as_slice();
-            if let Some(Op::Event(e)) = ahead.get(3 * PREFETCH_AHEAD - 1) {
-                shard.prefetch_index(e.key);
-            }
-            if let Some(Op::Event(e)) = ahead.get(2 * PREFETCH_AHEAD - 1) {
-                shard.prefetch_customer(e.key);
-            }
-            if let Some(Op::Event(e)) = ahead.get(PREFETCH_AHEAD - 1) {
-                shard.prefetch_parts(e.key);
-            }
+            prefetch_ahead(&shard, ops.as_slice());
             match op {
                 Op::Event(ev) => {
                     // An event's output goes out as soon as it is applied,
