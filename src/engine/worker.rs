@@ -1,6 +1,7 @@
 //! The shard worker task: receives batches of ops, applies them to its shard
-//! in order, publishes what they produced, and records latency. The only
-//! await inside a batch is on a cross-shard merge's hand-over.
+//! in order, publishes what each event produced as soon as it is applied, and
+//! records latency. Inside a batch it waits only for room in the NATS
+//! client's buffer and for a cross-shard merge's hand-over.
 
 use super::ops::Op;
 use super::shard::Shard;
