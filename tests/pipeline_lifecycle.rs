@@ -162,3 +162,13 @@ fn the_wealth_example_passes_check_config() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")));
 }
+
+#[test]
+fn the_compose_deployment_config_passes_check_config() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/journeyd.toml");
+
+    let out = journeyd_cli(&["check-config", file]);
+
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")));
+}
