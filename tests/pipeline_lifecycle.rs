@@ -145,30 +145,22 @@ fn check_config_warns_about_an_unreachable_stage_and_exits_0() {
 
 #[test]
 fn the_retail_example_passes_check_config() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/retail.toml");
-
-    let out = journeyd_cli(&["check-config", file]);
-
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")));
+    assert_passes_check_config(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/retail.toml"));
 }
 
 #[test]
 fn the_wealth_example_passes_check_config() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wealth.toml");
-
-    let out = journeyd_cli(&["check-config", file]);
-
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")));
+    assert_passes_check_config(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wealth.toml"));
 }
 
 #[test]
 fn the_compose_deployment_config_passes_check_config() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/journeyd.toml");
+    assert_passes_check_config(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/journeyd.toml"));
+}
 
+/// `journeyd check-config FILE` exits 0 and says the file is ok.
+fn assert_passes_check_config(file: &str) {
     let out = journeyd_cli(&["check-config", file]);
-
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")), "{}", String::from_utf8_lossy(&out.stdout));
 }
