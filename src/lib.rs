@@ -122,6 +122,7 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     tracing::info!(subjects = ?cfg.nats.subjects, url = %cfg.nats.url, "subscribed; journeyd is ready");
 
     let background = CancellationToken::new();
+    let lag = metrics.consumer_lag.clone().and_then(|gauge| input.lag_poller(gauge, background.clone())).map(tokio::spawn);
     let requests = tokio::spawn(requests::serve(request_subs, client.clone(), control_tx.clone(), background.clone()));
     let exporter = {
         let (latency, metrics, stop) = (latency.clone(), metrics.clone(), background.clone());
@@ -153,6 +154,9 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
         Err(_) => tracing::error!("NATS did not confirm the final flush within 5 s; the last output may be lost"),
     }
     let _ = requests.await;
+    if let Some(lag) = lag {
+        let _ = lag.await;
+    }
     let _ = exporter.await;
     http_stop.cancel();
     let _ = http.await;

@@ -62,6 +62,8 @@ async fn events_stored_before_start_and_published_after_are_all_applied() {
     let customers = sum_or_zero(&m, "journey_customers", &[("model", "lifecycle"), ("stage", "customer")]);
     assert_eq!((registered, customers), (19.0, 1.0));
     assert_eq!(j.stage("before-user-0", "lifecycle").await.as_deref(), Some("customer"));
+    // Everything applied and acknowledged: the consumer's lag drains to zero.
+    j.wait_metrics("journey_consumer_lag_messages is 0", |t| common::metric_value(t, "journey_consumer_lag_messages", &[]) == Some(0.0)).await;
     j.stop().await;
 }
 

@@ -1,9 +1,9 @@
 //! The dashboards and alert rules under `grafana/` against a real Prometheus.
 //!
-//! One test runs the whole chain: a nats-server, journeyd in-process (the retail
-//! example config), a real `prometheus` scraping journeyd every second and
-//! evaluating a test copy of `grafana/alerts/journey.rules.yml` every second, and
-//! simulated traffic. It then proves, through Prometheus' HTTP API, that
+//! One test runs the whole chain: a nats-server with JetStream, journeyd
+//! in-process (the retail example config, consuming through JetStream), a real
+//! `prometheus` scraping journeyd every second and evaluating a test copy of
+//! `grafana/alerts/journey.rules.yml` every second, and simulated traffic. It then proves, through Prometheus' HTTP API, that
 //!
 //! 1. every query of every dashboard returns data: each `label_values(...)`
 //!    variable has values (and its default among them), and each panel target's
@@ -86,10 +86,13 @@ const QUERY_POLL: Duration = Duration::from_millis(500);
 async fn dashboards_have_data_and_conversion_drop_alerts_fire_in_real_prometheus() {
     let started = Instant::now();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let nats = NatsServer::start();
+    // journeyd consumes through JetStream here, so that the dashboards'
+    // JetStream panel (consumer lag) has data too.
+    let nats = NatsServer::start_jetstream();
 
     let mut config = config::load(&root.join("examples/retail.toml")).unwrap_or_else(|e| panic!("{e}")).config;
     config.nats.url = nats.url();
+    config.nats.jetstream = Some(config::JetStreamConfig { stream: "TOUCH".into(), consumer: "journeyd".into() });
     config.http.listen = free_addr();
     // Short, so that the idle clock moves the watermark (and fires timers) soon after
     // traffic pauses; the publisher never pauses that long mid-stream.

@@ -23,6 +23,8 @@ use std::time::Duration;
 const FETCH_BATCH: usize = 1024;
 /// Delivered but unacknowledged messages the server allows the consumer.
 const MAX_ACK_PENDING: i64 = 65_536;
+/// How often the consumer's lag is read for `journey_consumer_lag_messages`.
+const LAG_POLL: Duration = Duration::from_secs(2);
 
 pub enum Input {
     Core(SelectAll<Subscriber>),
@@ -31,6 +33,7 @@ pub enum Input {
 
 pub struct JetStreamInput {
     client: Client,
+    consumer: jetstream::consumer::PullConsumer,
     messages: pull::Stream,
     /// Ack subject of the last message handed on, not yet acknowledged.
     unacked: Option<Subject>,
@@ -55,6 +58,26 @@ impl Input {
         if let Input::JetStream(js) = self {
             js.commit().await;
         }
+    }
+
+    /// For a JetStream input, a task that keeps `gauge` at the consumer's lag
+    /// (undelivered plus unacknowledged messages) until `stop`.
+    pub fn lag_poller(&self, gauge: prometheus::IntGauge, stop: tokio_util::sync::CancellationToken) -> Option<impl std::future::Future<Output = ()>> {
+        let Input::JetStream(js) = self else { return None };
+        let consumer = js.consumer.clone();
+        Some(async move {
+            let mut every = tokio::time::interval(LAG_POLL);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                match consumer.get_info().await {
+                    Ok(info) => gauge.set(i64::try_from(info.num_pending.saturating_add(info.num_ack_pending as u64)).unwrap_or(i64::MAX)),
+                    Err(e) => tracing::debug!(error = %e, "cannot read the JetStream consumer's lag"),
+                }
+            }
+        })
     }
 
     /// Stops taking input. Core subscriptions are drained (what the client
@@ -109,13 +132,14 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -
         .await
         .with_context(|| format!("opening JetStream consumer {} on stream {}", js.consumer, js.stream))?;
     let messages = consumer
+        .clone()
         .stream()
         .max_messages_per_batch(FETCH_BATCH.min(nats.subscription_capacity / 2).max(1))
         .messages()
         .await
         .with_context(|| format!("pulling from JetStream consumer {}", js.consumer))?;
     tracing::info!(stream = %js.stream, consumer = %js.consumer, "consuming from JetStream");
-    Ok(Input::JetStream(Box::new(JetStreamInput { client: client.clone(), messages, unacked: None })))
+    Ok(Input::JetStream(Box::new(JetStreamInput { client: client.clone(), consumer, messages, unacked: None })))
 }
 
 impl JetStreamInput {

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub nats_events: IntCounterVec,
     pub watermark: Gauge,
+    /// JetStream input only: messages of the stream journeyd has not applied yet.
+    pub consumer_lag: Option<IntGauge>,
     pub latency: GaugeVec,
     pub attributed: CounterVec,
     pub attributed_by_mode: CounterVec,
@@ -131,6 +133,15 @@ impl Metrics {
             counter_vec(&r, "journey_nats_connection_events_total", "NATS connection events (connected, disconnected, slow_consumer, ...).", &["event"]);
         let watermark = Gauge::new("journey_watermark_seconds", "The event-time watermark, in unix seconds.").expect("static metric definition");
         r.register(Box::new(watermark.clone())).expect("metric registered once");
+        let consumer_lag = plan.config.nats.jetstream.as_ref().map(|_| {
+            let g = IntGauge::new(
+                "journey_consumer_lag_messages",
+                "JetStream input: messages of the stream not yet delivered to journeyd plus those delivered and not yet acknowledged.",
+            )
+            .expect("static metric definition");
+            r.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        });
         let latency = GaugeVec::new(Opts::new("journey_latency_seconds", "Recent per-event latency quantiles from an HDR histogram."), &["stage", "quantile"])
             .expect("static metric definition");
         r.register(Box::new(latency.clone())).expect("metric registered once");
@@ -239,6 +250,7 @@ impl Metrics {
             queue_depth,
             nats_events,
             watermark,
+            consumer_lag,
             latency,
             attributed,
             attributed_by_mode,
@@ -309,5 +321,6 @@ pub fn worst_case_series(plan: &Plan) -> Vec<(&'static str, usize)> {
         ("journey_shard_queue_depth", plan.config.engine.shards.max(1).max(std::thread::available_parallelism().map_or(1, |n| n.get()))),
         ("journey_nats_connection_events_total", 8),
         ("journey_watermark_seconds", 1),
+        ("journey_consumer_lag_messages", usize::from(plan.config.nats.jetstream.is_some())),
     ]
 }
