@@ -34,9 +34,6 @@ const KIND_MIX: [(&str, u8); 8] =
 const SCRAMBLE: u64 = 2_654_435_761;
 
 /// One drawn event.
-/// As in the shard worker.
-const PREFETCH_AHEAD: usize = 4;
-
 pub struct Draw {
     pub customer: u32,
     /// The customer's first event: it carries (and links) both ids.
@@ -229,15 +226,7 @@ impl Workload {
             draws.clear();
             draws.extend((0..n).map(|_| next(self)));
             for (i, d) in draws.iter().enumerate() {
-                if let Some(a) = draws.get(i + 3 * PREFETCH_AHEAD) {
-                    shard.prefetch_index(self.key(a.customer));
-                }
-                if let Some(a) = draws.get(i + 2 * PREFETCH_AHEAD) {
-                    shard.prefetch_customer(self.key(a.customer));
-                }
-                if let Some(a) = draws.get(i + PREFETCH_AHEAD) {
-                    shard.prefetch_parts(self.key(a.customer));
-                }
+                shard.prefetch_ahead(|n| draws.get(i + 1 + n).map(|a| self.key(a.customer)));
                 self.fill(d, op);
                 shard.apply_event(op);
             }

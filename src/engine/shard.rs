@@ -72,22 +72,11 @@ impl Shard {
         self.customers.len()
     }
 
-    /// Starts loading the index entry of a customer a few events ahead.
+    /// Starts loading the customers of the events ahead
+    /// ([`CustomerTable::prefetch_ahead`]).
     #[inline]
-    pub fn prefetch_index(&self, key: CustomerKey) {
-        self.customers.prefetch_index(key);
-    }
-
-    /// Starts loading a customer a couple of events ahead.
-    #[inline]
-    pub fn prefetch_customer(&self, key: CustomerKey) {
-        self.customers.prefetch_customer(key);
-    }
-
-    /// Starts loading the heap blocks of a customer an event or two ahead.
-    #[inline]
-    pub fn prefetch_parts(&self, key: CustomerKey) {
-        self.customers.prefetch_parts(key);
+    pub fn prefetch_ahead(&self, ahead: impl Fn(usize) -> Option<CustomerKey>) {
+        self.customers.prefetch_ahead(ahead);
     }
 
     pub fn pending_timers(&self) -> usize {
@@ -156,15 +145,7 @@ impl Shard {
         while let Some(timer) = self.timers.pop_due(watermark) {
             // Timers fall due for customers all over memory: prefetch ahead,
             // as the worker does for events.
-            if let Some(k) = self.timers.key_ahead(3 * super::worker::PREFETCH_AHEAD - 1) {
-                self.customers.prefetch_index(k);
-            }
-            if let Some(k) = self.timers.key_ahead(2 * super::worker::PREFETCH_AHEAD - 1) {
-                self.customers.prefetch_customer(k);
-            }
-            if let Some(k) = self.timers.key_ahead(super::worker::PREFETCH_AHEAD - 1) {
-                self.customers.prefetch_parts(k);
-            }
+            self.customers.prefetch_ahead(|n| self.timers.key_ahead(n));
             let Some(c) = self.customers.get_mut(timer.key) else { continue };
             match timer.kind {
                 TimerKind::Inactivity(which) => {

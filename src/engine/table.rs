@@ -12,6 +12,8 @@
 use super::customer::Customer;
 use crate::identity::CustomerKey;
 
+/// The distance, in events, between the levels of the prefetch pipeline.
+const PREFETCH_AHEAD: usize = 4;
 /// Customers per chunk of the slab.
 const CHUNK: usize = 1024;
 /// Index value of a key without a customer here.
@@ -102,9 +104,27 @@ impl CustomerTable {
         self.at_mut(s).take()
     }
 
+    /// One step of the prefetch pipeline, taken while the current event (or
+    /// timer) is applied: `ahead(n)` is the customer key `n` places after the
+    /// current one, if known. The farthest gets its index entry loaded, the
+    /// nearer its customer, the nearest its heap blocks, so by the time each
+    /// is applied every level has had a few events' time to arrive.
+    #[inline]
+    pub fn prefetch_ahead(&self, ahead: impl Fn(usize) -> Option<CustomerKey>) {
+        if let Some(k) = ahead(3 * PREFETCH_AHEAD - 1) {
+            self.prefetch_index(k);
+        }
+        if let Some(k) = ahead(2 * PREFETCH_AHEAD - 1) {
+            self.prefetch_customer(k);
+        }
+        if let Some(k) = ahead(PREFETCH_AHEAD - 1) {
+            self.prefetch_parts(k);
+        }
+    }
+
     /// Asks the CPU to start loading the index entry of `key`.
     #[inline]
-    pub fn prefetch_index(&self, key: CustomerKey) {
+    fn prefetch_index(&self, key: CustomerKey) {
         if let Some(e) = self.index.get(key as usize) {
             prefetch(e as *const u32 as *const u8);
         }
@@ -113,7 +133,7 @@ impl CustomerTable {
     /// Asks the CPU to start loading the first cache lines of `key`'s
     /// customer (its index entry should be cached by now).
     #[inline]
-    pub fn prefetch_customer(&self, key: CustomerKey) {
+    fn prefetch_customer(&self, key: CustomerKey) {
         if let Some(s) = self.slot_of(key) {
             let p = self.at(s) as *const Option<Customer> as *const u8;
             prefetch(p);
@@ -127,7 +147,7 @@ impl CustomerTable {
     /// Starts loading the heap blocks of `key`'s customer (the customer
     /// itself should be cached by now).
     #[inline]
-    pub fn prefetch_parts(&self, key: CustomerKey) {
+    fn prefetch_parts(&self, key: CustomerKey) {
         if let Some(c) = self.get(key) {
             c.prefetch_parts();
         }

@@ -88,10 +88,10 @@ impl TimerQueue {
         }
     }
 
-    /// The customer of the timer `n` places after the next one in the
-    /// reached buckets, if any (it may not be due yet): for prefetching.
+    /// The customer of the `n`-th timer still to pop in the reached buckets
+    /// (0: the next), if any (it may not be due yet): for prefetching.
     pub fn key_ahead(&self, n: usize) -> Option<CustomerKey> {
-        let i = self.ready.len().checked_sub(n + 2)?;
+        let i = self.ready.len().checked_sub(n + 1)?;
         Some(self.ready[i].key)
     }
 
@@ -113,14 +113,14 @@ mod tests {
     }
 
     #[test]
-    fn keys_ahead_are_those_popped_after_the_next_within_reached_buckets() {
+    fn keys_ahead_are_those_still_to_pop_within_reached_buckets() {
         let mut q = TimerQueue::default();
         for (due, key) in [(40, 4), (10, 1), (30, 3), (20, 2), (BUCKET_MS, 9)] {
             q.push(t(due, key));
         }
         assert_eq!(q.key_ahead(0), None, "no bucket reached yet");
         assert_eq!(q.pop_due(50).map(|x| x.key), Some(1));
-        assert_eq!((q.key_ahead(0), q.key_ahead(1), q.key_ahead(2)), (Some(3), Some(4), None));
+        assert_eq!((q.key_ahead(0), q.key_ahead(1), q.key_ahead(2), q.key_ahead(3)), (Some(2), Some(3), Some(4), None));
     }
 
     #[test]

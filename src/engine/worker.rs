@@ -13,9 +13,6 @@ use tokio::sync::mpsc;
 /// How long a stopping worker waits for NATS to confirm its last output.
 const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How many events ahead a worker prefetches customers.
-pub(super) const PREFETCH_AHEAD: usize = 4;
-
 /// Where a shard's output goes.
 #[derive(Clone)]
 pub enum Sink {
@@ -63,22 +60,6 @@ pub struct ShardReport {
     pub pending_timers: usize,
 }
 
-/// Customers live all over memory: while one op is applied, start loading
-/// the customers of the events ahead, one level per distance (the index
-/// entry, then the customer, then its heap blocks).
-#[inline]
-fn prefetch_ahead(shard: &Shard, ahead: &[Op]) {
-    if let Some(Op::Event(e)) = ahead.get(3 * PREFETCH_AHEAD - 1) {
-        shard.prefetch_index(e.key);
-    }
-    if let Some(Op::Event(e)) = ahead.get(2 * PREFETCH_AHEAD - 1) {
-        shard.prefetch_customer(e.key);
-    }
-    if let Some(Op::Event(e)) = ahead.get(PREFETCH_AHEAD - 1) {
-        shard.prefetch_parts(e.key);
-    }
-}
-
 pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, engine_lat: Recorder, e2e_lat: Recorder) -> ShardReport {
     let mut engine_ns: Vec<u64> = Vec::new();
     let mut e2e: Vec<u64> = Vec::new();
@@ -88,7 +69,13 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
         depth.set(rx.len() as i64);
         let mut ops = batch.into_iter();
         while let Some(op) = ops.next() {
-            prefetch_ahead(&shard, ops.as_slice());
+            // Customers live all over memory: start loading those of the
+            // events ahead while this op is applied.
+            let ahead = ops.as_slice();
+            shard.prefetch_ahead(|n| match ahead.get(n) {
+                Some(Op::Event(e)) => Some(e.key),
+                _ => None,
+            });
             match op {
                 Op::Event(ev) => {
                     // An event's output goes out as soon as it is applied,
