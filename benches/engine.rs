@@ -22,9 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use workload::{Workload, BATCH};
 
-/// The allocator the `journeyd` binary ships with.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The allocator the `journeyd` binary ships with.
+journeyd::global_allocator!();
 
 /// Events per customer before measuring: one sweep, then this many more on average.
 const WARM_EVENTS_PER_CUSTOMER: u64 = 1;

@@ -19,6 +19,7 @@
 // the engine bench measures.
 #![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod api;
 pub mod catalog;
 pub mod config;

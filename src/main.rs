@@ -8,11 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
-/// Events are allocated on the NATS reader's thread and freed on a shard's;
-/// jemalloc handles that cross-thread traffic better than glibc's malloc and,
-/// unlike mimalloc in our latency bench, without millisecond stalls.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+journeyd::global_allocator!();
 
 #[derive(Parser)]
 #[command(name = "journeyd", version, about = "Streaming customer-journey processor: NATS touchpoints in; journey transitions and channel-effect metrics out")]

@@ -34,9 +34,8 @@ use report::Report;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The allocator the `journeyd` binary ships with.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The allocator the `journeyd` binary ships with.
+journeyd::global_allocator!();
 
 /// Sizes of one run.
 struct Settings {

@@ -36,12 +36,21 @@ impl Activity {
 /// A cell of the matrix: `purchase * 3 + engagement`, each 0 none, 1 low, 2 high.
 pub type Cell = u8;
 
+/// Inserts `ts` in order, keeping the latest `max` times. The vector grows
+/// one slot at a time up to `max` and never past it: this is per-customer
+/// state, and doubling would leave up to half of it unused.
 fn keep_latest(v: &mut Vec<i64>, ts: i64, max: usize) {
-    let at = v.partition_point(|&t| t <= ts);
-    v.insert(at, ts);
-    if v.len() > max {
+    let mut at = v.partition_point(|&t| t <= ts);
+    if v.len() >= max {
+        if at == 0 {
+            return; // older than every time kept
+        }
         v.remove(0);
+        at -= 1;
+    } else {
+        v.reserve_exact(1);
     }
+    v.insert(at, ts);
 }
 
 fn level(v: &[i64], horizon: i64, high: usize) -> u8 {
@@ -126,6 +135,18 @@ mod tests {
     use crate::config;
 
     const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn keeps_the_latest_times_in_order_without_slack() {
+        let mut v = Vec::new();
+        for t in [50, 10, 40, 30, 20, 60, 5] {
+            keep_latest(&mut v, t, 4);
+        }
+        assert_eq!(v, [30, 40, 50, 60]);
+        assert_eq!(v.capacity(), 4);
+        keep_latest(&mut v, 45, 4);
+        assert_eq!(v, [40, 45, 50, 60]);
+    }
 
     #[test]
     fn cells_follow_counts_and_the_watermark() {

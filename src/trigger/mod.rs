@@ -18,6 +18,7 @@ use crate::catalog::{Catalog, ChannelId};
 use crate::config::{parse_hhmm, parse_utc_offset, TriggerConfig};
 use crate::engine::customer::Consent;
 use crate::model::{Matcher, Touch};
+use smallvec::SmallVec;
 
 /// Why a due trigger was not sent. `as_str` is the metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,13 +86,14 @@ pub struct TriggerState {
     pub pending_from: i64,
     /// An inactivity timer is queued.
     pub armed: bool,
-    /// Times this trigger was sent, the latest `cap.max` kept.
-    sent: Vec<i64>,
+    /// Times this trigger was sent, the latest `cap.max` kept (inline for
+    /// the usual cap of one).
+    sent: SmallVec<[i64; 1]>,
 }
 
 impl Default for TriggerState {
     fn default() -> Self {
-        TriggerState { pending_due: i64::MIN, pending_from: 0, armed: false, sent: Vec::new() }
+        TriggerState { pending_due: i64::MIN, pending_from: 0, armed: false, sent: SmallVec::new() }
     }
 }
 
@@ -201,10 +203,10 @@ impl Trigger {
             if recent >= max as usize {
                 return Decision::Suppress(Suppressed::Cap);
             }
-            s.sent.push(at);
-            if s.sent.len() > max as usize {
+            if s.sent.len() >= max as usize && !s.sent.is_empty() {
                 s.sent.remove(0);
             }
+            s.sent.push(at);
         }
         Decision::Send(channel)
     }
@@ -223,6 +225,7 @@ impl Trigger {
         if let Some((max, _)) = self.cap {
             let excess = s.sent.len().saturating_sub(max as usize);
             s.sent.drain(..excess);
+            s.sent.shrink_to_fit();
         }
         took
     }
