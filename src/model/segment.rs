@@ -37,8 +37,8 @@ impl Activity {
 pub type Cell = u8;
 
 /// Inserts `ts` in order, keeping the latest `max` times. The vector grows
-/// one slot at a time up to `max` and never past it: this is per-customer
-/// state, and doubling would leave up to half of it unused.
+/// by doubling but never past `max`: this is per-customer state, and plain
+/// doubling would leave up to half of it unused.
 fn keep_latest(v: &mut Vec<i64>, ts: i64, max: usize) {
     let mut at = v.partition_point(|&t| t <= ts);
     if v.len() >= max {
@@ -47,8 +47,8 @@ fn keep_latest(v: &mut Vec<i64>, ts: i64, max: usize) {
         }
         v.remove(0);
         at -= 1;
-    } else {
-        v.reserve_exact(1);
+    } else if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(2).min(max - v.len()));
     }
     v.insert(at, ts);
 }

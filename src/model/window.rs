@@ -11,9 +11,6 @@ pub struct CountWindow {
 impl CountWindow {
     pub fn record(&mut self, ts: i64) {
         let at = self.times.partition_point(|&t| t <= ts);
-        // Grown a slot at a time: per-customer state, where doubling would
-        // leave up to half unused.
-        self.times.reserve_exact(1);
         self.times.insert(at, ts);
     }
 
