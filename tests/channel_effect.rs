@@ -355,7 +355,8 @@ async fn touches_of_every_linked_id_are_credited_and_duplicates_and_late_events_
 
 /// A retail config: two models (one with an inactivity timer, whose
 /// transitions are not credited), funnels, segments, every attribution model.
-const SIM_CONFIG: &str = r#"
+const SIM_CONFIG: &str = concat!(
+    r#"
 [time]
 allowed_lateness = "5s"
 
@@ -376,19 +377,9 @@ email = "low"
 call_center = "high"
 store = "high"
 
-[[model]]
-name = "lifecycle"
-initial = "visitor"
-stages = ["visitor", "registered", "customer", "repeat", "loyal", "dormant", "reactivated"]
-transitions = [
-  { from = ["visitor"], to = "registered", on = { kind = "signup" } },
-  { from = ["visitor", "registered"], to = "customer", on = { kind = "purchase" } },
-  { from = ["customer", "reactivated"], to = "repeat", on = { kind = "purchase" } },
-  { from = ["repeat"], to = "loyal", on = { kind = "purchase", count = 5, within = "365d" } },
-  { from = ["registered", "customer", "repeat", "loyal"], to = "dormant", after_inactivity = "90d" },
-  { from = ["dormant"], to = "reactivated", on = { kind = "*" } },
-]
-
+"#,
+    include_str!("fixtures/lifecycle_model.toml"),
+    r#"
 [[model]]
 name = "tier"
 initial = "member"
@@ -407,7 +398,8 @@ window = "7d"
 lookback = "30d"
 half_life = "7d"
 max_touches = 8
-"#;
+"#
+);
 
 #[test]
 fn credit_sums_to_the_number_of_event_caused_transitions_on_a_simulated_stream() {

@@ -1,7 +1,8 @@
 //! What the pipeline tests share on top of `tests/common` (nats-server, HTTP,
 //! Prometheus lookups, waiting with a deadline): journeyd running in this
-//! process against a test's own nats-server, test configs, event payloads and
-//! subscriptions. A test crate using it declares `mod common;` too.
+//! process against a test's own nats-server, test configs (the DESIGN.md
+//! lifecycle model comes from `tests/fixtures/lifecycle_model.toml`), event
+//! payloads and subscriptions. A test crate using it declares `mod common;` too.
 
 #![allow(dead_code)]
 
@@ -50,28 +51,11 @@ pub fn one_model(transitions: &str) -> String {
     )
 }
 
-/// The DESIGN.md lifecycle model with five channels.
-pub const LIFECYCLE: &str = r#"
-[channels]
-app = "tech"
-web = "tech"
-sms = "low"
-email = "low"
-store = "high"
-
-[[model]]
-name = "lifecycle"
-initial = "visitor"
-stages = ["visitor", "registered", "customer", "repeat", "loyal", "dormant", "reactivated"]
-transitions = [
-  { from = ["visitor"], to = "registered", on = { kind = "signup" } },
-  { from = ["visitor", "registered"], to = "customer", on = { kind = "purchase" } },
-  { from = ["customer", "reactivated"], to = "repeat", on = { kind = "purchase" } },
-  { from = ["repeat"], to = "loyal", on = { kind = "purchase", count = 5, within = "365d" } },
-  { from = ["registered", "customer", "repeat", "loyal"], to = "dormant", after_inactivity = "90d" },
-  { from = ["dormant"], to = "reactivated", on = { kind = "*" } },
-]
-"#;
+/// The DESIGN.md lifecycle model (`tests/fixtures/lifecycle_model.toml`) with five channels.
+pub const LIFECYCLE: &str = concat!(
+    "[channels]\napp = \"tech\"\nweb = \"tech\"\nsms = \"low\"\nemail = \"low\"\nstore = \"high\"\n\n",
+    include_str!("../fixtures/lifecycle_model.toml")
+);
 
 /// An event of customer `user` (a `user_id`) as its JSON payload.
 pub fn event(id: &str, ts: i64, user: &str, channel: &str, kind: &str) -> Value {
