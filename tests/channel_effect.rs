@@ -55,22 +55,35 @@ fn assert_credit(credit: &Value, expected: &[(&str, f64)], what: &str) {
 // Attribution, by hand
 // ---------------------------------------------------------------------------------------------
 
+/// u-1's touches on web, sms and store `days_before` days before its first
+/// purchase, in the app at `p` (ids t-web, t-sms, t-store, t-app).
+fn touches_then_purchase(p: i64, days_before: [i64; 3]) -> Vec<Value> {
+    let [web, sms, store] = days_before;
+    vec![
+        event("t-web", p - web * DAY, "u-1", "web", "view"),
+        event("t-sms", p - sms * DAY, "u-1", "sms", "click"),
+        event("t-store", p - store * DAY, "u-1", "store", "visit"),
+        event("t-app", p, "u-1", "app", "purchase"),
+    ]
+}
+
+/// Starts journeyd on `nats` with `body` (its `[attribution]` section, if
+/// any), publishes `events` in order, the last of them a visitor's purchase,
+/// and returns journeyd with the first visitor → customer transition.
+async fn conversion(nats: &NatsServer, body: &str, events: &[Value]) -> (Service, Value) {
+    let j = start(nats, body).await;
+    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
+    j.publish(events).await;
+    let transition = next_json(&mut conversions, 1).await.remove(0);
+    (j, transition)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attribution_model_credits_the_touches_of_a_conversion_as_computed_by_hand() {
     let nats = NatsServer::start();
-    let j = start(&nats, "[attribution]\nlookback = \"30d\"\nhalf_life = \"5d\"\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
-    let p = days_ago(5);
+    let body = "[attribution]\nlookback = \"30d\"\nhalf_life = \"5d\"\n";
+    let (j, t) = conversion(&nats, body, &touches_then_purchase(days_ago(5), [10, 7, 3])).await;
 
-    j.publish(&[
-        event("t-web", p - 10 * DAY, "u-1", "web", "view"),
-        event("t-sms", p - 7 * DAY, "u-1", "sms", "click"),
-        event("t-store", p - 3 * DAY, "u-1", "store", "visit"),
-        event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
-
-    let t = next_json(&mut conversions, 1).await.remove(0);
     assert_eq!((t["event_id"].as_str(), t["channel"].as_str(), t["reason"].as_str()), (Some("t-app"), Some("app"), Some("event")));
     let a = &t["attribution"];
     assert_eq!(a.as_object().map(|o| o.len()), Some(5), "one credit split per configured model: {a}");
@@ -114,18 +127,15 @@ async fn every_attribution_model_credits_the_touches_of_a_conversion_as_computed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_touch_exactly_one_lookback_old_is_not_credited() {
     let nats = NatsServer::start();
-    let j = start(&nats, "[attribution]\nlookback = \"30d\"\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
     let p = days_ago(2);
-
-    j.publish(&[
+    let events = [
         event("t-email", p - 30 * DAY, "u-1", "email", "open"),
         event("t-sms", p - 30 * DAY + 1, "u-1", "sms", "click"),
         event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
+    ];
+    let (j, t) = conversion(&nats, "[attribution]\nlookback = \"30d\"\n", &events).await;
 
-    let a = next_json(&mut conversions, 1).await.remove(0)["attribution"].clone();
+    let a = &t["attribution"];
     assert_credit(&a["first_touch"], &[("sms", 1.0)], "first_touch: the window is (ts - lookback, ts]");
     assert_credit(&a["linear"], &[("sms", 0.5), ("app", 0.5)], "linear");
     assert_credit(&a["position_based"], &[("sms", 0.5), ("app", 0.5)], "position_based with two touches");
@@ -135,19 +145,9 @@ async fn a_touch_exactly_one_lookback_old_is_not_credited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_last_max_touches_are_credited() {
     let nats = NatsServer::start();
-    let j = start(&nats, "[attribution]\nmax_touches = 2\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
-    let p = days_ago(5);
+    let (j, t) = conversion(&nats, "[attribution]\nmax_touches = 2\n", &touches_then_purchase(days_ago(5), [3, 2, 1])).await;
 
-    j.publish(&[
-        event("t-web", p - 3 * DAY, "u-1", "web", "view"),
-        event("t-sms", p - 2 * DAY, "u-1", "sms", "click"),
-        event("t-store", p - DAY, "u-1", "store", "visit"),
-        event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
-
-    let a = next_json(&mut conversions, 1).await.remove(0)["attribution"].clone();
+    let a = &t["attribution"];
     assert_credit(&a["first_touch"], &[("store", 1.0)], "first_touch: older touches were not kept");
     assert_credit(&a["linear"], &[("store", 0.5), ("app", 0.5)], "linear");
     assert_credit(&a["position_based"], &[("store", 0.5), ("app", 0.5)], "position_based");
@@ -160,40 +160,32 @@ async fn only_the_last_max_touches_are_credited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn position_based_shares_are_configurable() {
     let nats = NatsServer::start();
-    let j = start(&nats, "[attribution]\nposition_first = 0.5\nposition_last = 0.3\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
-    let p = days_ago(5);
+    let body = "[attribution]\nposition_first = 0.5\nposition_last = 0.3\n";
+    let (j, t) = conversion(&nats, body, &touches_then_purchase(days_ago(5), [3, 2, 1])).await;
 
-    j.publish(&[
-        event("t-web", p - 3 * DAY, "u-1", "web", "view"),
-        event("t-sms", p - 2 * DAY, "u-1", "sms", "click"),
-        event("t-store", p - DAY, "u-1", "store", "visit"),
-        event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
-
-    let a = next_json(&mut conversions, 1).await.remove(0)["attribution"].clone();
-    assert_credit(&a["position_based"], &[("web", 0.5), ("sms", 0.1), ("store", 0.1), ("app", 0.3)], "50% first, 30% last, 20% shared by the middle");
+    assert_credit(
+        &t["attribution"]["position_based"],
+        &[("web", 0.5), ("sms", 0.1), ("store", 0.1), ("app", 0.3)],
+        "50% first, 30% last, 20% shared by the middle",
+    );
     j.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn touches_of_every_linked_id_are_credited_and_duplicates_and_late_events_are_not() {
     let nats = NatsServer::start();
-    let j = start(&nats, "").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
     let p = days_ago(5);
-    let web = event_with_ids("t-web", p - 2 * DAY, &[("anonymous_id", "dev-a")], "web", "view");
     let sms = event_with_ids("t-sms", p - DAY, &[("phone", "p-a")], "sms", "click");
-    j.publish(&[web, sms.clone()]).await;
-    // A duplicate of the SMS touch, and a store touch before the watermark (late).
-    let late = event_with_ids("t-store", p - DAY - LATENESS - 1, &[("phone", "p-a")], "store", "visit");
-    j.publish(&[sms, late]).await;
+    let events = [
+        event_with_ids("t-web", p - 2 * DAY, &[("anonymous_id", "dev-a")], "web", "view"),
+        sms.clone(),
+        // A duplicate of the SMS touch, and a store touch before the watermark (late).
+        sms,
+        event_with_ids("t-store", p - DAY - LATENESS - 1, &[("phone", "p-a")], "store", "visit"),
+        event_with_ids("t-app", p, &[("anonymous_id", "dev-a"), ("phone", "p-a"), ("user_id", "u-a")], "app", "purchase"),
+    ];
+    let (j, t) = conversion(&nats, "", &events).await;
 
-    let purchase = event_with_ids("t-app", p, &[("anonymous_id", "dev-a"), ("phone", "p-a"), ("user_id", "u-a")], "app", "purchase");
-    j.publish(&[purchase]).await;
-
-    let t = next_json(&mut conversions, 1).await.remove(0);
     assert_eq!(t["one_id"], "u-a");
     let a = &t["attribution"];
     assert_credit(&a["first_touch"], &[("web", 1.0)], "first_touch: the anonymous id's touch");
