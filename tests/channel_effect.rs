@@ -4,182 +4,36 @@
 //! funnel API, service modes, the segment matrix following the watermark, and
 //! metric cardinality bounded whatever channels and kinds arrive.
 //!
-//! Live tests run journeyd in this process against their own nats-server;
-//! stream-wide invariants run `journeyd::replay::replay` over NDJSON.
+//! Live tests run journeyd in this process against their own nats-server
+//! (`support::Service`); stream-wide invariants run `journeyd::replay::replay`
+//! over NDJSON.
 
 mod common;
+mod support;
 
-use common::{free_addr, http_get, metric_sum, metric_value, parse_exposition, wait_until, NatsServer};
-use futures::StreamExt;
+use common::{parse_exposition, NatsServer};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use support::{days_ago, event, event_with_ids, next_json, now_ms, sum_or_zero, value_or_zero, Service, DAY, EVENT_TIME_ONLY, HOUR, SHORT_LIFECYCLE};
 
-const DAY: i64 = 86_400_000;
-const HOUR: i64 = 3_600_000;
-/// The allowed lateness of every live config: the watermark trails the latest event time by this.
+/// The allowed lateness of every live config ([`EVENT_TIME_ONLY`]): the
+/// watermark trails the latest event time by this.
 const LATENESS: i64 = 5_000;
-/// How long a test waits for something that normally takes milliseconds.
-const DEADLINE: Duration = Duration::from_secs(10);
 
 const MODEL: &str = "lifecycle";
 const METHODS: [&str; 5] = ["first_touch", "last_touch", "linear", "time_decay", "position_based"];
 
-/// Channels of every mode and the three-stage lifecycle; `body` adds sections.
-fn config(nats_url: &str, http: &str, body: &str) -> String {
-    format!(
-        r#"
-[nats]
-url = "{nats_url}"
-
-[http]
-listen = "{http}"
-
-[time]
-allowed_lateness = "5s"
-idle_timeout = "1h"
-
-[engine]
-shards = 2
-
-[channels]
-app = "tech"
-web = "tech"
-sms = "low"
-email = "low"
-store = "high"
-
-[[model]]
-name = "lifecycle"
-initial = "visitor"
-stages = ["visitor", "registered", "customer"]
-transitions = [
-  {{ from = ["visitor"], to = "registered", on = {{ kind = "signup" }} }},
-  {{ from = ["visitor", "registered"], to = "customer", on = {{ kind = "purchase" }} }},
-]
-
-{body}
-"#
-    )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
-}
-
-/// An event time `days` before now, on a whole second.
-fn days_ago(days: i64) -> i64 {
-    (now_ms() - days * DAY) / 1000 * 1000
-}
-
-/// An event of the customer whose user id is `user`.
-fn event(id: &str, ts: i64, user: &str, channel: &str, kind: &str) -> Value {
-    json!({"id": id, "ts": ts, "ids": {"user_id": user}, "channel": channel, "kind": kind})
+/// journeyd on `nats` with two shards, channels of every mode and the
+/// three-stage lifecycle ([`SHORT_LIFECYCLE`]); `body` adds sections.
+async fn start(nats: &NatsServer, body: &str) -> Service {
+    Service::start_on(nats, EVENT_TIME_ONLY, &format!("[engine]\nshards = 2\n\n{SHORT_LIFECYCLE}\n{body}\n")).await
 }
 
 /// Events sorted by time (stable), so that none arrives behind the watermark.
 fn in_time_order(mut events: Vec<Value>) -> Vec<Value> {
     events.sort_by_key(|e| e["ts"].as_i64().expect("ts"));
     events
-}
-
-/// journeyd running in this process, and a client on its nats-server.
-struct Live {
-    http: String,
-    token: CancellationToken,
-    task: JoinHandle<anyhow::Result<journeyd::RunReport>>,
-    client: async_nats::Client,
-    published: u64,
-}
-
-impl Live {
-    async fn start(nats: &NatsServer, body: &str) -> Live {
-        let text = config(&nats.url(), &free_addr(), body);
-        let cfg = journeyd::config::parse(&text).unwrap_or_else(|d| panic!("test config is invalid: {d:?}")).config;
-        let http = cfg.http.listen.clone();
-        let token = CancellationToken::new();
-        let task = tokio::spawn(journeyd::run(cfg, token.clone()));
-        let client = nats.connect().await;
-        let live = Live { http, token, task, client, published: 0 };
-        wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
-            assert!(!live.task.is_finished(), "journeyd stopped before it was ready");
-            matches!(common::try_http_get(&live.http, "/readyz").await, Ok((200, _))).then_some(())
-        })
-        .await;
-        live
-    }
-
-    async fn subscribe(&self, subject: &str) -> async_nats::Subscriber {
-        let sub = self.client.subscribe(subject.to_string()).await.expect("subscribe");
-        self.client.flush().await.expect("flush the subscription");
-        sub
-    }
-
-    /// Publishes events (each applied once, none refused, duplicate or late) in order.
-    async fn publish(&mut self, events: &[Value]) {
-        self.publish_raw(events).await;
-        self.published += events.len() as u64;
-    }
-
-    /// Publishes inputs that are not all applied (duplicates, late events).
-    async fn publish_raw(&self, events: &[Value]) {
-        for ev in events {
-            let subject = format!("touch.{}.{}", ev["channel"].as_str().expect("channel"), ev["kind"].as_str().expect("kind"));
-            self.client.publish(subject, serde_json::to_vec(ev).expect("event serialises").into()).await.expect("publish");
-        }
-        self.client.flush().await.expect("flush");
-    }
-
-    async fn metrics(&self) -> String {
-        let (status, body) = http_get(&self.http, "/metrics").await;
-        assert_eq!(status, 200, "GET /metrics: {body}");
-        body
-    }
-
-    /// Waits until every event published with [`Live::publish`] is applied,
-    /// then queries `users` through the router: each query is queued behind
-    /// the watermark ticks already sent to that customer's shard, so once it
-    /// answers, that shard has fired every timer due so far. Returns /metrics.
-    async fn settle(&self, users: &[&str]) -> String {
-        let n = self.published;
-        wait_until(&format!("journeyd has applied {n} events"), DEADLINE, || async {
-            (sum(&self.metrics().await, "journey_events_total", &[]) as u64 == n).then_some(())
-        })
-        .await;
-        for u in users {
-            let (status, body) = http_get(&self.http, &format!("/v1/customers/{u}")).await;
-            assert_eq!(status, 200, "GET /v1/customers/{u}: {body}");
-        }
-        self.metrics().await
-    }
-
-    async fn get_json(&self, path: &str) -> (u16, Value) {
-        let (status, body) = http_get(&self.http, path).await;
-        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {status} body is not JSON ({e}): {body}")))
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        tokio::time::timeout(DEADLINE, self.task).await.expect("journeyd drains in time").expect("no panic").expect("run returns Ok");
-    }
-}
-
-/// The sum of the series of `name` including `labels`, 0 when there is none.
-fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_sum(text, name, labels).unwrap_or(0.0)
-}
-
-/// One series' value, 0 when absent (a counter vector omits untouched series).
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_value(text, name, labels).unwrap_or(0.0)
-}
-
-async fn next_json(sub: &mut async_nats::Subscriber) -> Value {
-    let msg = tokio::time::timeout(DEADLINE, sub.next()).await.expect("a message in time").expect("subscription open");
-    serde_json::from_slice(&msg.payload).expect("message is JSON")
 }
 
 /// Asserts that `credit` (channel → credit) holds exactly `expected`'s channels with their credit.
@@ -201,22 +55,35 @@ fn assert_credit(credit: &Value, expected: &[(&str, f64)], what: &str) {
 // Attribution, by hand
 // ---------------------------------------------------------------------------------------------
 
+/// u-1's touches on web, sms and store `days_before` days before its first
+/// purchase, in the app at `p` (ids t-web, t-sms, t-store, t-app).
+fn touches_then_purchase(p: i64, days_before: [i64; 3]) -> Vec<Value> {
+    let [web, sms, store] = days_before;
+    vec![
+        event("t-web", p - web * DAY, "u-1", "web", "view"),
+        event("t-sms", p - sms * DAY, "u-1", "sms", "click"),
+        event("t-store", p - store * DAY, "u-1", "store", "visit"),
+        event("t-app", p, "u-1", "app", "purchase"),
+    ]
+}
+
+/// Starts journeyd on `nats` with `body` (its `[attribution]` section, if
+/// any), publishes `events` in order, the last of them a visitor's purchase,
+/// and returns journeyd with the first visitor → customer transition.
+async fn conversion(nats: &NatsServer, body: &str, events: &[Value]) -> (Service, Value) {
+    let j = start(nats, body).await;
+    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
+    j.publish(events).await;
+    let transition = next_json(&mut conversions, 1).await.remove(0);
+    (j, transition)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attribution_model_credits_the_touches_of_a_conversion_as_computed_by_hand() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, "[attribution]\nlookback = \"30d\"\nhalf_life = \"5d\"\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
-    let p = days_ago(5);
+    let body = "[attribution]\nlookback = \"30d\"\nhalf_life = \"5d\"\n";
+    let (j, t) = conversion(&nats, body, &touches_then_purchase(days_ago(5), [10, 7, 3])).await;
 
-    j.publish(&[
-        event("t-web", p - 10 * DAY, "u-1", "web", "view"),
-        event("t-sms", p - 7 * DAY, "u-1", "sms", "click"),
-        event("t-store", p - 3 * DAY, "u-1", "store", "visit"),
-        event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
-
-    let t = next_json(&mut conversions).await;
     assert_eq!((t["event_id"].as_str(), t["channel"].as_str(), t["reason"].as_str()), (Some("t-app"), Some("app"), Some("event")));
     let a = &t["attribution"];
     assert_eq!(a.as_object().map(|o| o.len()), Some(5), "one credit split per configured model: {a}");
@@ -229,21 +96,21 @@ async fn every_attribution_model_credits_the_touches_of_a_conversion_as_computed
     assert_credit(&a["time_decay"], &[("web", w[0] / total), ("sms", w[1] / total), ("store", w[2] / total), ("app", w[3] / total)], "time_decay");
     assert_credit(&a["position_based"], &[("web", 0.4), ("sms", 0.1), ("store", 0.1), ("app", 0.4)], "position_based 40/20/40");
 
-    let m = j.settle(&["u-1"]).await;
+    let m = j.settle(4, &["u-1"]).await;
     let credited = |channel: &str, method: &str| {
-        value(&m, "journey_attributed_transitions_total", &[("model", MODEL), ("to", "customer"), ("channel", channel), ("attribution", method)])
+        value_or_zero(&m, "journey_attributed_transitions_total", &[("model", MODEL), ("to", "customer"), ("channel", channel), ("attribution", method)])
     };
     assert!((credited("web", "linear") - 0.25).abs() < 1e-9 && (credited("app", "position_based") - 0.4).abs() < 1e-9, "the metrics carry the same credit");
     assert!((credited("store", "time_decay") - w[2] / total).abs() < 1e-9);
     let by_mode = |mode: &str, method: &str| {
-        value(&m, "journey_attributed_by_mode_total", &[("model", MODEL), ("to", "customer"), ("mode", mode), ("attribution", method)])
+        value_or_zero(&m, "journey_attributed_by_mode_total", &[("model", MODEL), ("to", "customer"), ("mode", mode), ("attribution", method)])
     };
     assert!((by_mode("tech", "linear") - 0.5).abs() < 1e-9, "web and app are tech-touch");
     assert!((by_mode("low", "linear") - 0.25).abs() < 1e-9 && (by_mode("high", "linear") - 0.25).abs() < 1e-9);
     assert!((by_mode("tech", "position_based") - 0.8).abs() < 1e-9);
     for (channel, mode) in [("web", "tech"), ("sms", "low"), ("store", "high"), ("app", "tech")] {
         assert_eq!(
-            value(&m, "journey_channel_touches_total", &[("channel", channel), ("mode", mode), ("stage", "visitor")]),
+            value_or_zero(&m, "journey_channel_touches_total", &[("channel", channel), ("mode", mode), ("stage", "visitor")]),
             1.0,
             "{channel} touched a visitor"
         );
@@ -260,18 +127,15 @@ async fn every_attribution_model_credits_the_touches_of_a_conversion_as_computed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_touch_exactly_one_lookback_old_is_not_credited() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, "[attribution]\nlookback = \"30d\"\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
     let p = days_ago(2);
-
-    j.publish(&[
+    let events = [
         event("t-email", p - 30 * DAY, "u-1", "email", "open"),
         event("t-sms", p - 30 * DAY + 1, "u-1", "sms", "click"),
         event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
+    ];
+    let (j, t) = conversion(&nats, "[attribution]\nlookback = \"30d\"\n", &events).await;
 
-    let a = next_json(&mut conversions).await["attribution"].clone();
+    let a = &t["attribution"];
     assert_credit(&a["first_touch"], &[("sms", 1.0)], "first_touch: the window is (ts - lookback, ts]");
     assert_credit(&a["linear"], &[("sms", 0.5), ("app", 0.5)], "linear");
     assert_credit(&a["position_based"], &[("sms", 0.5), ("app", 0.5)], "position_based with two touches");
@@ -281,19 +145,9 @@ async fn a_touch_exactly_one_lookback_old_is_not_credited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_last_max_touches_are_credited() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, "[attribution]\nmax_touches = 2\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
-    let p = days_ago(5);
+    let (j, t) = conversion(&nats, "[attribution]\nmax_touches = 2\n", &touches_then_purchase(days_ago(5), [3, 2, 1])).await;
 
-    j.publish(&[
-        event("t-web", p - 3 * DAY, "u-1", "web", "view"),
-        event("t-sms", p - 2 * DAY, "u-1", "sms", "click"),
-        event("t-store", p - DAY, "u-1", "store", "visit"),
-        event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
-
-    let a = next_json(&mut conversions).await["attribution"].clone();
+    let a = &t["attribution"];
     assert_credit(&a["first_touch"], &[("store", 1.0)], "first_touch: older touches were not kept");
     assert_credit(&a["linear"], &[("store", 0.5), ("app", 0.5)], "linear");
     assert_credit(&a["position_based"], &[("store", 0.5), ("app", 0.5)], "position_based");
@@ -306,46 +160,38 @@ async fn only_the_last_max_touches_are_credited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn position_based_shares_are_configurable() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, "[attribution]\nposition_first = 0.5\nposition_last = 0.3\n").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
-    let p = days_ago(5);
+    let body = "[attribution]\nposition_first = 0.5\nposition_last = 0.3\n";
+    let (j, t) = conversion(&nats, body, &touches_then_purchase(days_ago(5), [3, 2, 1])).await;
 
-    j.publish(&[
-        event("t-web", p - 3 * DAY, "u-1", "web", "view"),
-        event("t-sms", p - 2 * DAY, "u-1", "sms", "click"),
-        event("t-store", p - DAY, "u-1", "store", "visit"),
-        event("t-app", p, "u-1", "app", "purchase"),
-    ])
-    .await;
-
-    let a = next_json(&mut conversions).await["attribution"].clone();
-    assert_credit(&a["position_based"], &[("web", 0.5), ("sms", 0.1), ("store", 0.1), ("app", 0.3)], "50% first, 30% last, 20% shared by the middle");
+    assert_credit(
+        &t["attribution"]["position_based"],
+        &[("web", 0.5), ("sms", 0.1), ("store", 0.1), ("app", 0.3)],
+        "50% first, 30% last, 20% shared by the middle",
+    );
     j.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn touches_of_every_linked_id_are_credited_and_duplicates_and_late_events_are_not() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, "").await;
-    let mut conversions = j.subscribe("journey.transition.lifecycle.visitor.customer").await;
     let p = days_ago(5);
-    let web = json!({"id": "t-web", "ts": p - 2 * DAY, "ids": {"anonymous_id": "dev-a"}, "channel": "web", "kind": "view"});
-    let sms = json!({"id": "t-sms", "ts": p - DAY, "ids": {"phone": "p-a"}, "channel": "sms", "kind": "click"});
-    j.publish(&[web, sms.clone()]).await;
-    // A duplicate of the SMS touch, and a store touch before the watermark (late).
-    let late = json!({"id": "t-store", "ts": p - DAY - LATENESS - 1, "ids": {"phone": "p-a"}, "channel": "store", "kind": "visit"});
-    j.publish_raw(&[sms, late]).await;
+    let sms = event_with_ids("t-sms", p - DAY, &[("phone", "p-a")], "sms", "click");
+    let events = [
+        event_with_ids("t-web", p - 2 * DAY, &[("anonymous_id", "dev-a")], "web", "view"),
+        sms.clone(),
+        // A duplicate of the SMS touch, and a store touch before the watermark (late).
+        sms,
+        event_with_ids("t-store", p - DAY - LATENESS - 1, &[("phone", "p-a")], "store", "visit"),
+        event_with_ids("t-app", p, &[("anonymous_id", "dev-a"), ("phone", "p-a"), ("user_id", "u-a")], "app", "purchase"),
+    ];
+    let (j, t) = conversion(&nats, "", &events).await;
 
-    let purchase = json!({"id": "t-app", "ts": p, "ids": {"anonymous_id": "dev-a", "phone": "p-a", "user_id": "u-a"}, "channel": "app", "kind": "purchase"});
-    j.publish(&[purchase]).await;
-
-    let t = next_json(&mut conversions).await;
     assert_eq!(t["one_id"], "u-a");
     let a = &t["attribution"];
     assert_credit(&a["first_touch"], &[("web", 1.0)], "first_touch: the anonymous id's touch");
     assert_credit(&a["linear"], &[("web", 1.0 / 3.0), ("sms", 1.0 / 3.0), ("app", 1.0 / 3.0)], "linear: once per applied touch");
-    let m = j.settle(&["u-a"]).await;
-    assert_eq!((value(&m, "journey_duplicates_total", &[]), value(&m, "journey_late_events_total", &[])), (1.0, 1.0));
+    let m = j.settle(3, &["u-a"]).await;
+    assert_eq!((value_or_zero(&m, "journey_duplicates_total", &[]), value_or_zero(&m, "journey_late_events_total", &[])), (1.0, 1.0));
     j.stop().await;
 }
 
@@ -355,7 +201,8 @@ async fn touches_of_every_linked_id_are_credited_and_duplicates_and_late_events_
 
 /// A retail config: two models (one with an inactivity timer, whose
 /// transitions are not credited), funnels, segments, every attribution model.
-const SIM_CONFIG: &str = r#"
+const SIM_CONFIG: &str = concat!(
+    r#"
 [time]
 allowed_lateness = "5s"
 
@@ -376,19 +223,9 @@ email = "low"
 call_center = "high"
 store = "high"
 
-[[model]]
-name = "lifecycle"
-initial = "visitor"
-stages = ["visitor", "registered", "customer", "repeat", "loyal", "dormant", "reactivated"]
-transitions = [
-  { from = ["visitor"], to = "registered", on = { kind = "signup" } },
-  { from = ["visitor", "registered"], to = "customer", on = { kind = "purchase" } },
-  { from = ["customer", "reactivated"], to = "repeat", on = { kind = "purchase" } },
-  { from = ["repeat"], to = "loyal", on = { kind = "purchase", count = 5, within = "365d" } },
-  { from = ["registered", "customer", "repeat", "loyal"], to = "dormant", after_inactivity = "90d" },
-  { from = ["dormant"], to = "reactivated", on = { kind = "*" } },
-]
-
+"#,
+    include_str!("fixtures/lifecycle_model.toml"),
+    r#"
 [[model]]
 name = "tier"
 initial = "member"
@@ -407,7 +244,8 @@ window = "7d"
 lookback = "30d"
 half_life = "7d"
 max_touches = 8
-"#;
+"#
+);
 
 #[test]
 fn credit_sums_to_the_number_of_event_caused_transitions_on_a_simulated_stream() {
@@ -424,16 +262,16 @@ fn credit_sums_to_the_number_of_event_caused_transitions_on_a_simulated_stream()
     let m = &summary.metrics_text;
 
     for model in ["lifecycle", "tier"] {
-        let all = sum(m, "journey_transitions_total", &[("model", model)]);
-        let timers = sum(m, "journey_transitions_total", &[("model", model), ("channel", "none")]);
+        let all = sum_or_zero(m, "journey_transitions_total", &[("model", model)]);
+        let timers = sum_or_zero(m, "journey_transitions_total", &[("model", model), ("channel", "none")]);
         let credited_transitions = all - timers;
         assert!(credited_transitions > 100.0, "{model}: the stream has event-caused transitions ({credited_transitions})");
         if model == "lifecycle" {
             assert!(timers > 0.0, "the stream has timer transitions, which are not credited");
         }
         for method in METHODS {
-            let by_channel = sum(m, "journey_attributed_transitions_total", &[("model", model), ("attribution", method)]);
-            let by_mode = sum(m, "journey_attributed_by_mode_total", &[("model", model), ("attribution", method)]);
+            let by_channel = sum_or_zero(m, "journey_attributed_transitions_total", &[("model", model), ("attribution", method)]);
+            let by_mode = sum_or_zero(m, "journey_attributed_by_mode_total", &[("model", model), ("attribution", method)]);
             for (what, credit) in [("by channel", by_channel), ("by mode", by_mode)] {
                 assert!(
                     (credit - credited_transitions).abs() <= 1e-6 * credited_transitions,
@@ -448,9 +286,9 @@ fn credit_sums_to_the_number_of_event_caused_transitions_on_a_simulated_stream()
             .map(|s| s.label("to").unwrap().to_string())
             .collect();
         for to in &stages {
-            let n = sum(m, "journey_transitions_total", &[("model", model), ("to", to)])
-                - sum(m, "journey_transitions_total", &[("model", model), ("to", to), ("channel", "none")]);
-            let credit = sum(m, "journey_attributed_transitions_total", &[("model", model), ("to", to), ("attribution", "linear")]);
+            let n = sum_or_zero(m, "journey_transitions_total", &[("model", model), ("to", to)])
+                - sum_or_zero(m, "journey_transitions_total", &[("model", model), ("to", to), ("channel", "none")]);
+            let credit = sum_or_zero(m, "journey_attributed_transitions_total", &[("model", model), ("to", to), ("attribution", "linear")]);
             assert!((credit - n).abs() <= 1e-6 * n.max(1.0), "{model} → {to}: credit {credit} vs {n}");
         }
     }
@@ -480,63 +318,63 @@ window = "1d"
 "#;
 
 fn step(m: &str, funnel: &str, step: &str) -> f64 {
-    value(m, "journey_funnel_step_total", &[("funnel", funnel), ("step", step)])
+    value_or_zero(m, "journey_funnel_step_total", &[("funnel", funnel), ("step", step)])
 }
 
 fn completed(m: &str, funnel: &str) -> f64 {
-    value(m, "journey_funnel_completed_total", &[("funnel", funnel)])
+    value_or_zero(m, "journey_funnel_completed_total", &[("funnel", funnel)])
 }
 
 fn dropped(m: &str, funnel: &str, at_step: &str) -> f64 {
-    value(m, "journey_funnel_dropped_total", &[("funnel", funnel), ("at_step", at_step)])
+    value_or_zero(m, "journey_funnel_dropped_total", &[("funnel", funnel), ("at_step", at_step)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_attempt_is_dropped_when_the_watermark_passes_its_window_at_the_first_step_not_reached() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, FUNNELS).await;
+    let j = start(&nats, FUNNELS).await;
     let t = days_ago(20);
     j.publish(&[event("s", t, "u-1", "web", "signup"), event("a", t + DAY, "u-1", "web", "activate")]).await;
 
     // Another customer moves the watermark to exactly start + window: still open.
     j.publish(&[event("w1", t + 7 * DAY + LATENESS, "u-9", "web", "view")]).await;
-    let m = j.settle(&["u-1", "u-9"]).await;
-    assert_eq!(sum(&m, "journey_funnel_dropped_total", &[("funnel", "onboarding")]), 0.0, "start + window is not yet earlier than the watermark");
+    let m = j.settle(3, &["u-1", "u-9"]).await;
+    assert_eq!(sum_or_zero(&m, "journey_funnel_dropped_total", &[("funnel", "onboarding")]), 0.0, "start + window is not yet earlier than the watermark");
 
     // One millisecond later the window has passed.
     j.publish(&[event("w2", t + 7 * DAY + LATENESS + 1, "u-9", "web", "view")]).await;
-    let m = j.settle(&["u-1", "u-9"]).await;
+    let m = j.settle(4, &["u-1", "u-9"]).await;
     assert_eq!(dropped(&m, "onboarding", "purchase"), 1.0, "purchase is the first step not reached");
-    assert_eq!(sum(&m, "journey_funnel_dropped_total", &[("funnel", "onboarding")]), 1.0);
+    assert_eq!(sum_or_zero(&m, "journey_funnel_dropped_total", &[("funnel", "onboarding")]), 1.0);
     assert_eq!(dropped(&m, "once", "purchase"), 1.0);
 
     // A purchase after the window completes nothing; a new signup re-enters.
     j.publish(&[event("late-buy", t + 7 * DAY + LATENESS + 2, "u-1", "app", "purchase"), event("s2", t + 7 * DAY + LATENESS + 3, "u-1", "app", "signup")])
         .await;
-    let m = j.settle(&["u-1"]).await;
+    let m = j.settle(6, &["u-1"]).await;
     assert_eq!((step(&m, "onboarding", "purchase"), completed(&m, "onboarding")), (0.0, 0.0));
     assert_eq!(step(&m, "onboarding", "signup"), 2.0, "re-entry after expiry");
     assert_eq!(step(&m, "once", "signup"), 2.0, "an expired attempt is no completion: `reentry = false` allows another");
-    assert_eq!(value(&m, "journey_funnel_entered_total", &[("funnel", "onboarding"), ("channel", "web")]), 1.0);
-    assert_eq!(value(&m, "journey_funnel_entered_total", &[("funnel", "onboarding"), ("channel", "app")]), 1.0);
+    assert_eq!(value_or_zero(&m, "journey_funnel_entered_total", &[("funnel", "onboarding"), ("channel", "web")]), 1.0);
+    assert_eq!(value_or_zero(&m, "journey_funnel_entered_total", &[("funnel", "onboarding"), ("channel", "app")]), 1.0);
     j.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusion_ends_the_attempt_at_once_and_a_later_step_one_starts_another() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, FUNNELS).await;
+    let j = start(&nats, FUNNELS).await;
     let t = days_ago(20);
 
     j.publish(&[event("s1", t, "u-2", "web", "signup"), event("r", t + HOUR, "u-2", "web", "refund"), event("a1", t + 2 * HOUR, "u-2", "web", "activate")])
         .await;
-    let m = j.settle(&["u-2"]).await;
+    let m = j.settle(3, &["u-2"]).await;
     assert_eq!(dropped(&m, "onboarding", "activate"), 1.0, "counted at the exclusion, not when the window closes");
     assert_eq!(step(&m, "onboarding", "activate"), 0.0, "the attempt was over");
     assert_eq!((step(&m, "once", "activate"), dropped(&m, "once", "activate")), (1.0, 0.0), "a funnel without the exclusion goes on");
 
     j.publish(&[event("s2", t + 3 * HOUR, "u-2", "web", "signup"), event("a2", t + 4 * HOUR, "u-2", "web", "activate")]).await;
-    let m = j.settle(&["u-2"]).await;
+    let m = j.settle(5, &["u-2"]).await;
     assert_eq!((step(&m, "onboarding", "signup"), step(&m, "onboarding", "activate")), (2.0, 1.0));
     assert_eq!(step(&m, "once", "signup"), 1.0, "a signup during an open attempt starts nothing");
     j.stop().await;
@@ -545,28 +383,28 @@ async fn an_exclusion_ends_the_attempt_at_once_and_a_later_step_one_starts_anoth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_funnel_is_entered_again_only_when_reentry_is_on() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, FUNNELS).await;
+    let j = start(&nats, FUNNELS).await;
     let t = days_ago(20);
     let kinds = ["signup", "activate", "purchase", "signup", "activate", "purchase"];
     let events: Vec<Value> = kinds.iter().enumerate().map(|(i, k)| event(&format!("e{i}"), t + i as i64 * HOUR, "u-3", "app", k)).collect();
 
     j.publish(&events).await;
-    let m = j.settle(&["u-3"]).await;
+    let m = j.settle(6, &["u-3"]).await;
 
     assert_eq!(completed(&m, "onboarding"), 2.0);
     assert_eq!(["signup", "activate", "purchase"].map(|s| step(&m, "onboarding", s)), [2.0, 2.0, 2.0]);
     assert_eq!(completed(&m, "once"), 1.0);
     assert_eq!(["signup", "activate", "purchase"].map(|s| step(&m, "once", s)), [1.0, 1.0, 1.0]);
-    assert_eq!(value(&m, "journey_funnel_duration_seconds_count", &[("funnel", "onboarding")]), 2.0);
-    assert_eq!(value(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "onboarding")]), 2.0 * 7200.0, "two hours each, first step to completion");
-    assert_eq!(value(&m, "journey_funnel_completed_by_channel_total", &[("funnel", "onboarding"), ("channel", "app")]), 2.0);
+    assert_eq!(value_or_zero(&m, "journey_funnel_duration_seconds_count", &[("funnel", "onboarding")]), 2.0);
+    assert_eq!(value_or_zero(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "onboarding")]), 2.0 * 7200.0, "two hours each, first step to completion");
+    assert_eq!(value_or_zero(&m, "journey_funnel_completed_by_channel_total", &[("funnel", "onboarding"), ("channel", "app")]), 2.0);
     j.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_count_only_in_order() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, FUNNELS).await;
+    let j = start(&nats, FUNNELS).await;
     let t = days_ago(20);
 
     j.publish(&in_time_order(vec![
@@ -581,18 +419,18 @@ async fn steps_count_only_in_order() {
         event("s5", t + 2 * HOUR, "u-5", "web", "signup"),
     ]))
     .await;
-    let m = j.settle(&["u-4", "u-5"]).await;
+    let m = j.settle(7, &["u-4", "u-5"]).await;
 
     assert_eq!(["signup", "activate", "purchase"].map(|s| step(&m, "onboarding", s)), [2.0, 1.0, 1.0]);
     assert_eq!(completed(&m, "onboarding"), 1.0);
-    assert_eq!(value(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "onboarding")]), 3.0 * 3600.0);
+    assert_eq!(value_or_zero(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "onboarding")]), 3.0 * 3600.0);
     j.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_with_within_must_follow_the_previous_step_in_time_and_is_labelled_by_its_name() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, FUNNELS).await;
+    let j = start(&nats, FUNNELS).await;
     let t = days_ago(20);
 
     j.publish(&in_time_order(vec![
@@ -602,14 +440,18 @@ async fn a_step_with_within_must_follow_the_previous_step_in_time_and_is_labelle
         event("p7", t + HOUR, "u-7", "app", "purchase"),
     ]))
     .await;
-    let m = j.settle(&["u-6", "u-7"]).await;
+    let m = j.settle(4, &["u-6", "u-7"]).await;
 
     assert_eq!(step(&m, "checkout", "cart_add"), 2.0);
     assert_eq!(step(&m, "checkout", "paid"), 1.0, "only u-7 paid within the hour; the step's label is its name");
     assert_eq!(completed(&m, "checkout"), 1.0);
-    assert_eq!(value(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "checkout")]), 3600.0);
-    assert_eq!(value(&m, "journey_funnel_entered_total", &[("funnel", "checkout"), ("channel", "web")]), 2.0);
-    assert_eq!(value(&m, "journey_funnel_completed_by_channel_total", &[("funnel", "checkout"), ("channel", "web")]), 1.0, "credited to the entry channel");
+    assert_eq!(value_or_zero(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "checkout")]), 3600.0);
+    assert_eq!(value_or_zero(&m, "journey_funnel_entered_total", &[("funnel", "checkout"), ("channel", "web")]), 2.0);
+    assert_eq!(
+        value_or_zero(&m, "journey_funnel_completed_by_channel_total", &[("funnel", "checkout"), ("channel", "web")]),
+        1.0,
+        "credited to the entry channel"
+    );
     j.stop().await;
 }
 
@@ -617,7 +459,7 @@ async fn a_step_with_within_must_follow_the_previous_step_in_time_and_is_labelle
 async fn a_step_can_require_a_channel_and_a_minimum_value() {
     let nats = NatsServer::start();
     let body = "[[funnel]]\nname = \"in_store\"\nwindow = \"7d\"\nsteps = [\"view\", { kind = \"purchase\", channel = \"store\", min_value = 50.0 }]\n";
-    let mut j = Live::start(&nats, body).await;
+    let j = start(&nats, body).await;
     let t = days_ago(20);
     let priced = |id: &str, ts: i64, channel: &str, value: f64| {
         let mut e = event(id, ts, "u-8", channel, "purchase");
@@ -632,10 +474,10 @@ async fn a_step_can_require_a_channel_and_a_minimum_value() {
         priced("bought", t + 3 * HOUR, "store", 50.0),
     ])
     .await;
-    let m = j.settle(&["u-8"]).await;
+    let m = j.settle(4, &["u-8"]).await;
 
     assert_eq!(completed(&m, "in_store"), 1.0);
-    assert_eq!(value(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "in_store")]), 3.0 * 3600.0, "completed by the store purchase of 50");
+    assert_eq!(value_or_zero(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "in_store")]), 3.0 * 3600.0, "completed by the store purchase of 50");
     assert_eq!(step(&m, "in_store", "purchase"), 1.0, "an unnamed step is labelled by its kind");
     j.stop().await;
 }
@@ -644,7 +486,7 @@ async fn a_step_can_require_a_channel_and_a_minimum_value() {
 /// enters on app and converts in 4 days, `c` enters on app and is still open
 /// at activate, `d` enters on sms and asks for a refund. Returns
 /// `GET /v1/funnels/onboarding`.
-async fn four_onboarding_attempts(j: &mut Live) -> Value {
+async fn four_onboarding_attempts(j: &Service) -> Value {
     let t = days_ago(20);
     j.publish(&in_time_order(vec![
         event("a1", t, "a", "web", "signup"),
@@ -659,7 +501,7 @@ async fn four_onboarding_attempts(j: &mut Live) -> Value {
         event("d2", t + HOUR, "d", "sms", "refund"),
     ]))
     .await;
-    j.settle(&["a", "b", "c", "d"]).await;
+    j.settle(10, &["a", "b", "c", "d"]).await;
     let (status, f) = j.get_json("/v1/funnels/onboarding").await;
     assert_eq!(status, 200, "{f}");
     f
@@ -668,9 +510,9 @@ async fn four_onboarding_attempts(j: &mut Live) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_funnel_api_reports_step_counts_conversion_and_conversion_by_entry_channel() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, FUNNELS).await;
+    let j = start(&nats, FUNNELS).await;
 
-    let f = four_onboarding_attempts(&mut j).await;
+    let f = four_onboarding_attempts(&j).await;
 
     assert_eq!(f["name"], "onboarding");
     assert_eq!(f["window_seconds"].as_f64(), Some(7.0 * 86_400.0));
@@ -717,16 +559,16 @@ async fn the_funnel_api_reports_step_counts_conversion_and_conversion_by_entry_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_funnel_api_reports_median_and_p90_time_to_convert() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, FUNNELS).await;
+    let j = start(&nats, FUNNELS).await;
 
-    let f = four_onboarding_attempts(&mut j).await;
+    let f = four_onboarding_attempts(&j).await;
 
     // HDR histograms keep 3 significant digits.
     let close = |v: &Value, want: f64| v.as_f64().is_some_and(|x| (x - want).abs() <= want * 1e-3);
     assert!(close(&f["median_seconds_to_convert"], 2.0 * 86_400.0), "median of 2 and 4 days: {f}");
     assert!(close(&f["p90_seconds_to_convert"], 4.0 * 86_400.0), "p90 of 2 and 4 days: {f}");
     let m = j.metrics().await;
-    assert_eq!(value(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "onboarding")]), 6.0 * 86_400.0, "the histogram metric agrees");
+    assert_eq!(value_or_zero(&m, "journey_funnel_duration_seconds_sum", &[("funnel", "onboarding")]), 6.0 * 86_400.0, "the histogram metric agrees");
     j.stop().await;
 }
 
@@ -748,7 +590,7 @@ engagement_high = 2
 fn cells(m: &str) -> BTreeMap<(String, String), f64> {
     let samples = common::metric_samples(m, "journey_segment_customers", &[]);
     let total: f64 = samples.iter().map(|s| s.value).sum();
-    let customers = sum(m, "journey_customers", &[("model", MODEL)]);
+    let customers = sum_or_zero(m, "journey_customers", &[("model", MODEL)]);
     assert_eq!(total, customers, "every customer sits in exactly one cell");
     samples.into_iter().filter(|s| s.value != 0.0).map(|s| ((s.label("purchase").unwrap().into(), s.label("engagement").unwrap().into()), s.value)).collect()
 }
@@ -760,24 +602,24 @@ fn cell(purchase: &str, engagement: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_cells_follow_the_watermark_as_activity_leaves_the_window() {
     let nats = NatsServer::start();
-    let mut j = Live::start(&nats, SEGMENTS).await;
+    let j = start(&nats, SEGMENTS).await;
     let t = days_ago(40);
 
     j.publish(&[event("a1", t, "a", "web", "purchase"), event("a2", t + DAY, "a", "app", "purchase"), event("a3", t + DAY + 1000, "a", "web", "view")]).await;
-    let m = j.settle(&["a"]).await;
+    let m = j.settle(3, &["a"]).await;
     assert_eq!(cells(&m), BTreeMap::from([(cell("high", "low"), 1.0)]), "two purchases and one view");
 
     // b's events move the watermark; a's first purchase leaves the window at t + 30d.
     j.publish(&[event("b1", t + 30 * DAY + LATENESS - 1, "b", "web", "view")]).await;
-    let m = j.settle(&["a", "b"]).await;
+    let m = j.settle(4, &["a", "b"]).await;
     assert_eq!(cells(&m), BTreeMap::from([(cell("high", "low"), 1.0), (cell("none", "low"), 1.0)]), "watermark t + 30d - 1 ms");
 
     j.publish(&[event("b2", t + 30 * DAY + LATENESS, "b", "web", "view")]).await;
-    let m = j.settle(&["a", "b"]).await;
+    let m = j.settle(5, &["a", "b"]).await;
     assert_eq!(cells(&m), BTreeMap::from([(cell("low", "low"), 1.0), (cell("none", "high"), 1.0)]), "watermark t + 30d: one purchase left");
 
     j.publish(&[event("b3", t + 31 * DAY + 1000 + LATENESS, "b", "sms", "click")]).await;
-    let m = j.settle(&["a", "b"]).await;
+    let m = j.settle(6, &["a", "b"]).await;
     assert_eq!(cells(&m), BTreeMap::from([(cell("none", "none"), 1.0), (cell("none", "high"), 1.0)]), "a has nothing left in the window");
     j.stop().await;
 }

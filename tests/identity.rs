@@ -3,203 +3,44 @@
 //! refuse conflicting or placeholder ids, and a customer can be looked up and
 //! forgotten by any of its ids over HTTP and NATS request-reply.
 //!
-//! Live tests run journeyd in this process against their own nats-server; the
-//! merge-race property runs `journeyd::replay::replay` against the sequential
-//! reference (`journeyd::sim::reference`), which shares no code with the engine.
+//! Live tests run journeyd in this process against their own nats-server
+//! (`support::Service`); the merge-race property runs `journeyd::replay::replay`
+//! against the sequential reference (`journeyd::sim::reference`), which shares
+//! no code with the engine.
 
 mod common;
+mod support;
 
-use common::{free_addr, http_get, http_request, metric_sum, metric_value, wait_until, NatsServer};
-use futures::StreamExt;
+use common::{http_request, metric_value, NatsServer};
 use serde_json::{json, Value};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-const DAY: i64 = 86_400_000;
-const HOUR: i64 = 3_600_000;
-/// How long a test waits for something that normally takes milliseconds.
-const DEADLINE: Duration = Duration::from_secs(10);
+use support::{
+    days_ago, event_with_ids, next_json, next_msg, now_ms, reason_of, sum_or_zero, value_or_zero, Service, DAY, EVENT_TIME_ONLY, HOUR, SHORT_LIFECYCLE,
+};
 
 const MODEL: &str = "lifecycle";
 
-/// `[identity]` keys and the model every live test uses: user_id names the
-/// ONE_ID over phone over anonymous_id; visitor → registered → customer.
-fn config(nats_url: &str, http: &str, identity_extra: &str) -> String {
-    format!(
-        r#"
-[nats]
-url = "{nats_url}"
-
-[http]
-listen = "{http}"
-
-[time]
-allowed_lateness = "5s"
-idle_timeout = "1h"
-
-[engine]
-shards = 2
-
-[identity]
-priority = ["user_id", "phone", "anonymous_id"]
-{identity_extra}
-
-[channels]
-app = "tech"
-web = "tech"
-sms = "low"
-email = "low"
-store = "high"
-
-[[model]]
-name = "lifecycle"
-initial = "visitor"
-stages = ["visitor", "registered", "customer"]
-transitions = [
-  {{ from = ["visitor"], to = "registered", on = {{ kind = "signup" }} }},
-  {{ from = ["visitor", "registered"], to = "customer", on = {{ kind = "purchase" }} }},
-]
-"#
-    )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
-}
-
-/// An event time `days` before now, on a whole second.
-fn days_ago(days: i64) -> i64 {
-    (now_ms() - days * DAY) / 1000 * 1000
-}
-
-/// An event of the customer with `ids` (type → value).
-fn event(id: &str, ts: i64, ids: &[(&str, &str)], channel: &str, kind: &str) -> Value {
-    let ids: serde_json::Map<String, Value> = ids.iter().map(|(t, v)| (t.to_string(), json!(v))).collect();
-    json!({"id": id, "ts": ts, "ids": ids, "channel": channel, "kind": kind})
+/// journeyd on `nats` with two shards, `[identity]` keys (user_id names the
+/// ONE_ID over phone over anonymous_id, then `identity_extra`) and the
+/// three-stage lifecycle ([`SHORT_LIFECYCLE`]).
+async fn start(nats: &NatsServer, identity_extra: &str) -> Service {
+    let body = format!("[engine]\nshards = 2\n\n[identity]\npriority = [\"user_id\", \"phone\", \"anonymous_id\"]\n{identity_extra}\n\n{SHORT_LIFECYCLE}");
+    Service::start_on(nats, EVENT_TIME_ONLY, &body).await
 }
 
 /// A consent answer for `purpose` on `channel` (`*` for every channel).
 fn consent(id: &str, ts: i64, ids: &[(&str, &str)], purpose: &str, channel: &str, granted: bool) -> Value {
-    let mut ev = event(id, ts, ids, "app", "consent");
+    let mut ev = event_with_ids(id, ts, ids, "app", "consent");
     ev["attrs"] = json!({"purpose": purpose, "channel": channel, "granted": granted});
     ev
 }
 
-/// journeyd running in this process, and a client on its nats-server.
-struct Live {
-    http: String,
-    token: CancellationToken,
-    task: JoinHandle<anyhow::Result<journeyd::RunReport>>,
-    client: async_nats::Client,
-}
-
-impl Live {
-    /// Starts journeyd on `nats` with extra `[identity]` keys; returns once `/readyz` is 200.
-    async fn start(nats: &NatsServer, identity_extra: &str) -> Live {
-        let text = config(&nats.url(), &free_addr(), identity_extra);
-        let cfg = journeyd::config::parse(&text).unwrap_or_else(|d| panic!("test config is invalid: {d:?}")).config;
-        let http = cfg.http.listen.clone();
-        let token = CancellationToken::new();
-        let task = tokio::spawn(journeyd::run(cfg, token.clone()));
-        let client = nats.connect().await;
-        let live = Live { http, token, task, client };
-        wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
-            assert!(!live.task.is_finished(), "journeyd stopped before it was ready");
-            matches!(common::try_http_get(&live.http, "/readyz").await, Ok((200, _))).then_some(())
-        })
-        .await;
-        live
-    }
-
-    async fn publish(&self, events: &[Value]) {
-        for ev in events {
-            let subject = format!("touch.{}.{}", ev["channel"].as_str().expect("channel"), ev["kind"].as_str().expect("kind"));
-            self.client.publish(subject, serde_json::to_vec(ev).expect("event serialises").into()).await.expect("publish");
-        }
-        self.client.flush().await.expect("flush");
-    }
-
-    async fn subscribe(&self, subject: &str) -> async_nats::Subscriber {
-        let sub = self.client.subscribe(subject.to_string()).await.expect("subscribe");
-        self.client.flush().await.expect("flush the subscription");
-        sub
-    }
-
-    async fn metrics(&self) -> String {
-        let (status, body) = http_get(&self.http, "/metrics").await;
-        assert_eq!(status, 200, "GET /metrics: {body}");
-        body
-    }
-
-    /// Waits until exactly `n` events were applied (and their shards flushed
-    /// their metrics), then scrapes again: one scrape reads metric families one
-    /// after another, so the scrape that saw the count may hold older gauges.
-    async fn wait_applied(&self, n: u64) -> String {
-        wait_until(&format!("journeyd has applied {n} events"), DEADLINE, || async {
-            let text = self.metrics().await;
-            (sum(&text, "journey_events_total", &[]) as u64 == n).then_some(())
-        })
-        .await;
-        self.metrics().await
-    }
-
-    /// `GET /v1/customers/{id}`: `Some(view)` on 200, `None` on 404 (whose body must be `{"error": ...}`).
-    async fn customer(&self, path_id: &str) -> Option<Value> {
-        let (status, body) = http_get(&self.http, &format!("/v1/customers/{path_id}")).await;
-        let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /v1/customers/{path_id}: {status} body is not JSON ({e}): {body}"));
-        match status {
-            200 => Some(json),
-            404 => {
-                assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "a 404 says why: {json}");
-                None
-            }
-            s => panic!("GET /v1/customers/{path_id}: {s} {body}"),
-        }
-    }
-
-    /// A NATS request whose reply is JSON. Retries while nobody answers yet
-    /// (the request-reply service subscribes right after `/readyz` turns 200).
-    async fn request(&self, subject: &str, payload: &str) -> Value {
-        let msg = wait_until(&format!("{subject} answers"), DEADLINE, || async {
-            match self.client.request(subject.to_string(), payload.to_string().into()).await {
-                Ok(msg) => Some(msg),
-                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => None,
-                Err(e) => panic!("request on {subject}: {e}"),
-            }
-        })
-        .await;
-        serde_json::from_slice(&msg.payload).unwrap_or_else(|e| panic!("reply on {subject} is not JSON ({e}): {:?}", msg.payload))
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        tokio::time::timeout(DEADLINE, self.task).await.expect("journeyd drains in time").expect("no panic").expect("run returns Ok");
-    }
-}
-
-/// The sum of the series of `name` including `labels`, 0 when there is none.
-fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_sum(text, name, labels).unwrap_or(0.0)
-}
-
 /// Customers per stage of the lifecycle model: [visitor, registered, customer].
 fn stage_gauges(text: &str) -> [f64; 3] {
-    ["visitor", "registered", "customer"].map(|s| metric_value(text, "journey_customers", &[("model", MODEL), ("stage", s)]).unwrap_or(0.0))
+    ["visitor", "registered", "customer"].map(|s| value_or_zero(text, "journey_customers", &[("model", MODEL), ("stage", s)]))
 }
 
 fn merges(text: &str) -> f64 {
     metric_value(text, "journey_identity_merges_total", &[]).expect("journey_identity_merges_total is exported")
-}
-
-/// The next `n` messages of a subscription as JSON.
-async fn next_json(sub: &mut async_nats::Subscriber, n: usize) -> Vec<Value> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let msg = tokio::time::timeout(DEADLINE, sub.next()).await.unwrap_or_else(|_| panic!("got {} of {n} messages: {out:?}", out.len())).expect("open");
-        out.push(serde_json::from_slice(&msg.payload).expect("message is JSON"));
-    }
-    out
 }
 
 fn ids_of(view: &Value) -> Value {
@@ -213,13 +54,13 @@ fn ids_of(view: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_visitor_who_signs_up_is_one_customer_named_by_the_user_id() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "").await;
+    let j = start(&nats, "").await;
     let mut transitions = j.subscribe("journey.transition.>").await;
     let t = days_ago(10);
 
     j.publish(&[
-        event("browse", t, &[("anonymous_id", "dev-1")], "web", "view"),
-        event("signup", t + HOUR, &[("anonymous_id", "dev-1"), ("user_id", "u-1")], "app", "signup"),
+        event_with_ids("browse", t, &[("anonymous_id", "dev-1")], "web", "view"),
+        event_with_ids("signup", t + HOUR, &[("anonymous_id", "dev-1"), ("user_id", "u-1")], "app", "signup"),
     ])
     .await;
     let metrics = j.wait_applied(2).await;
@@ -252,10 +93,13 @@ const ORDERS: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2,
 async fn three_ids_linked_pairwise_are_one_customer_in_every_order_of_the_links() {
     let nats = NatsServer::start();
     for order in ORDERS {
-        let j = Live::start(&nats, "").await;
+        let j = start(&nats, "").await;
         let t = days_ago(10);
-        let events: Vec<Value> =
-            order.iter().enumerate().map(|(i, link)| event(&format!("link-{link}"), t + HOUR * i as i64, &CHAIN_LINKS[*link], "web", "view")).collect();
+        let events: Vec<Value> = order
+            .iter()
+            .enumerate()
+            .map(|(i, link)| event_with_ids(&format!("link-{link}"), t + HOUR * i as i64, &CHAIN_LINKS[*link], "web", "view"))
+            .collect();
 
         j.publish(&events).await;
         let metrics = j.wait_applied(3).await;
@@ -276,15 +120,15 @@ async fn three_ids_linked_pairwise_are_one_customer_in_every_order_of_the_links(
 async fn three_customers_seen_apart_merge_into_one_in_every_order_of_the_links() {
     let nats = NatsServer::start();
     for order in ORDERS {
-        let j = Live::start(&nats, "").await;
+        let j = start(&nats, "").await;
         let t = days_ago(10);
         let mut events = vec![
-            event("web", t, &[("anonymous_id", "dev-c")], "web", "view"),
-            event("sms", t + 1000, &[("phone", "p-c")], "sms", "click"),
-            event("app", t + 2000, &[("user_id", "u-c")], "app", "signup"),
+            event_with_ids("web", t, &[("anonymous_id", "dev-c")], "web", "view"),
+            event_with_ids("sms", t + 1000, &[("phone", "p-c")], "sms", "click"),
+            event_with_ids("app", t + 2000, &[("user_id", "u-c")], "app", "signup"),
         ];
         for (i, link) in order.iter().enumerate() {
-            events.push(event(&format!("link-{link}"), t + HOUR * (i as i64 + 1), &CHAIN_LINKS[*link], "store", "view"));
+            events.push(event_with_ids(&format!("link-{link}"), t + HOUR * (i as i64 + 1), &CHAIN_LINKS[*link], "store", "view"));
         }
 
         j.publish(&events).await;
@@ -313,24 +157,24 @@ async fn three_customers_seen_apart_merge_into_one_in_every_order_of_the_links()
 /// (and so which side's state survives in the engine).
 async fn customers_in_different_stages_merge_into_the_later_stage(buyer_first: bool) {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "").await;
+    let j = start(&nats, "").await;
     let mut transitions = j.subscribe("journey.transition.>").await;
     let t = days_ago(10);
     let (buy_ts, sign_ts) = if buyer_first { (t, t + HOUR) } else { (t + HOUR, t) };
-    let buy = event("buy", buy_ts, &[("anonymous_id", "dev-2")], "web", "purchase");
-    let sign = event("sign", sign_ts, &[("user_id", "u-2")], "app", "signup");
+    let buy = event_with_ids("buy", buy_ts, &[("anonymous_id", "dev-2")], "web", "purchase");
+    let sign = event_with_ids("sign", sign_ts, &[("user_id", "u-2")], "app", "signup");
     j.publish(&if buyer_first { [buy, sign] } else { [sign, buy] }).await;
     let before = j.wait_applied(2).await;
     assert_eq!(stage_gauges(&before), [0.0, 1.0, 1.0]);
     next_json(&mut transitions, 2).await;
 
-    j.publish(&[event("link", t + DAY, &[("anonymous_id", "dev-2"), ("user_id", "u-2")], "store", "view")]).await;
+    j.publish(&[event_with_ids("link", t + DAY, &[("anonymous_id", "dev-2"), ("user_id", "u-2")], "store", "view")]).await;
     let after = j.wait_applied(3).await;
 
     assert_eq!(stage_gauges(&after), [0.0, 0.0, 1.0], "one customer, in the later stage: the count drops by one");
-    assert_eq!(sum(&after, "journey_segment_customers", &[]), 1.0, "and one segment cell");
+    assert_eq!(sum_or_zero(&after, "journey_segment_customers", &[]), 1.0, "and one segment cell");
     assert_eq!(merges(&after), 1.0);
-    assert_eq!(sum(&after, "journey_transitions_total", &[("model", MODEL)]), 3.0, "two event transitions and one merge transition");
+    assert_eq!(sum_or_zero(&after, "journey_transitions_total", &[("model", MODEL)]), 3.0, "two event transitions and one merge transition");
     let merge = &next_json(&mut transitions, 1).await[0];
     assert_eq!(
         merge,
@@ -362,7 +206,7 @@ async fn merge_into_a_customer_that_is_behind_moves_it_with_reason_merge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_after_a_merge_is_the_most_restrictive_answer_per_purpose_and_channel() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "").await;
+    let j = start(&nats, "").await;
     let t = days_ago(10);
     // Pair 1: the customer seen first refused sms; the other granted it later.
     // Pair 2: the customer seen first granted sms; the other refused it earlier.
@@ -378,8 +222,8 @@ async fn consent_after_a_merge_is_the_most_restrictive_answer_per_purpose_and_ch
     j.wait_applied(6).await;
 
     j.publish(&[
-        event("link-3", t + DAY, &[("anonymous_id", "dev-3"), ("user_id", "u-3")], "web", "view"),
-        event("link-4", t + DAY, &[("anonymous_id", "dev-4"), ("user_id", "u-4")], "web", "view"),
+        event_with_ids("link-3", t + DAY, &[("anonymous_id", "dev-3"), ("user_id", "u-3")], "web", "view"),
+        event_with_ids("link-4", t + DAY, &[("anonymous_id", "dev-4"), ("user_id", "u-4")], "web", "view"),
     ])
     .await;
     j.wait_applied(8).await;
@@ -412,23 +256,26 @@ async fn consent_after_a_merge_is_the_most_restrictive_answer_per_purpose_and_ch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_user_id_is_refused_to_the_dlq_as_an_identity_conflict_and_links_nothing() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "max_ids_per_type = { user_id = 1 }").await;
+    let j = start(&nats, "max_ids_per_type = { user_id = 1 }").await;
     let mut dlq = j.subscribe("journey.dlq").await;
     let t = days_ago(10);
-    j.publish(&[event("e1", t, &[("user_id", "u-1"), ("anonymous_id", "d-1")], "web", "view"), event("e2", t + 1000, &[("user_id", "u-2")], "app", "view")])
-        .await;
+    j.publish(&[
+        event_with_ids("e1", t, &[("user_id", "u-1"), ("anonymous_id", "d-1")], "web", "view"),
+        event_with_ids("e2", t + 1000, &[("user_id", "u-2")], "app", "view"),
+    ])
+    .await;
     j.wait_applied(2).await;
 
-    let conflict = event("e3", t + 2000, &[("anonymous_id", "d-1"), ("user_id", "u-2")], "app", "purchase");
+    let conflict = event_with_ids("e3", t + 2000, &[("anonymous_id", "d-1"), ("user_id", "u-2")], "app", "purchase");
     j.publish(std::slice::from_ref(&conflict)).await;
 
-    let msg = tokio::time::timeout(DEADLINE, dlq.next()).await.expect("a DLQ message").expect("open");
-    let reason = msg.headers.as_ref().and_then(|h| h.get("Journey-Reason")).map(|v| v.to_string());
+    let msg = next_msg(&mut dlq).await;
+    let reason = reason_of(&msg);
     assert_eq!(reason.as_deref(), Some("identity_conflict"));
     assert_eq!(serde_json::from_slice::<Value>(&msg.payload).expect("original payload"), conflict);
     let metrics = j.metrics().await;
     assert_eq!(metric_value(&metrics, "journey_dlq_total", &[("reason", "identity_conflict")]), Some(1.0));
-    assert_eq!(sum(&metrics, "journey_events_total", &[]), 2.0, "the refused event is not applied");
+    assert_eq!(sum_or_zero(&metrics, "journey_events_total", &[]), 2.0, "the refused event is not applied");
     assert_eq!(stage_gauges(&metrics), [2.0, 0.0, 0.0], "two customers, neither moved by the refused purchase");
     assert_eq!(merges(&metrics), 0.0);
     let first = j.customer("d-1").await.expect("first customer");
@@ -441,17 +288,20 @@ async fn a_second_user_id_is_refused_to_the_dlq_as_an_identity_conflict_and_link
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_that_would_grow_a_customer_past_the_group_limit_is_refused() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "max_group_size = 2").await;
+    let j = start(&nats, "max_group_size = 2").await;
     let mut dlq = j.subscribe("journey.dlq").await;
     let t = days_ago(10);
-    j.publish(&[event("e1", t, &[("anonymous_id", "d-1"), ("phone", "p-1")], "web", "view"), event("e2", t + 1000, &[("user_id", "u-1")], "app", "view")])
-        .await;
+    j.publish(&[
+        event_with_ids("e1", t, &[("anonymous_id", "d-1"), ("phone", "p-1")], "web", "view"),
+        event_with_ids("e2", t + 1000, &[("user_id", "u-1")], "app", "view"),
+    ])
+    .await;
     j.wait_applied(2).await;
 
-    j.publish(&[event("e3", t + 2000, &[("phone", "p-1"), ("user_id", "u-1")], "app", "signup")]).await;
+    j.publish(&[event_with_ids("e3", t + 2000, &[("phone", "p-1"), ("user_id", "u-1")], "app", "signup")]).await;
 
-    let msg = tokio::time::timeout(DEADLINE, dlq.next()).await.expect("a DLQ message").expect("open");
-    let reason = msg.headers.as_ref().and_then(|h| h.get("Journey-Reason")).map(|v| v.to_string());
+    let msg = next_msg(&mut dlq).await;
+    let reason = reason_of(&msg);
     assert_eq!(reason.as_deref(), Some("group_limit"));
     let metrics = j.metrics().await;
     assert_eq!((stage_gauges(&metrics), merges(&metrics)), ([2.0, 0.0, 0.0], 0.0), "still two customers, nothing merged or moved");
@@ -462,7 +312,7 @@ async fn a_link_that_would_grow_a_customer_past_the_group_limit_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_id_values_never_link_two_customers() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, r#"blocked_values = ["guest"]"#).await;
+    let j = start(&nats, r#"blocked_values = ["guest"]"#).await;
     let mut dlq = j.subscribe("journey.dlq").await;
     let t = days_ago(10);
     let blocked = ["null", "undefined", "0", "anonymous", "", "guest"];
@@ -470,7 +320,13 @@ async fn blocked_id_values_never_link_two_customers() {
     for (i, value) in blocked.iter().enumerate() {
         for side in ["a", "b"] {
             let user = format!("u-{i}-{side}");
-            events.push(event(&format!("e-{i}-{side}"), t + i as i64 * 1000, &[("user_id", &user), ("anonymous_id", value), ("phone", value)], "web", "view"));
+            events.push(event_with_ids(
+                &format!("e-{i}-{side}"),
+                t + i as i64 * 1000,
+                &[("user_id", &user), ("anonymous_id", value), ("phone", value)],
+                "web",
+                "view",
+            ));
         }
     }
     j.publish(&events).await;
@@ -486,10 +342,10 @@ async fn blocked_id_values_never_link_two_customers() {
         assert_eq!(j.customer(value).await, None, "`{value}` identifies nobody");
     }
 
-    let only_blocked = event("e-only", t + DAY, &[("anonymous_id", "undefined")], "web", "view");
+    let only_blocked = event_with_ids("e-only", t + DAY, &[("anonymous_id", "undefined")], "web", "view");
     j.publish(&[only_blocked]).await;
-    let msg = tokio::time::timeout(DEADLINE, dlq.next()).await.expect("a DLQ message").expect("open");
-    let reason = msg.headers.as_ref().and_then(|h| h.get("Journey-Reason")).map(|v| v.to_string());
+    let msg = next_msg(&mut dlq).await;
+    let reason = reason_of(&msg);
     assert_eq!(reason.as_deref(), Some("no_usable_id"), "an event with only placeholder ids has nobody to belong to");
     j.stop().await;
 }
@@ -706,12 +562,12 @@ const PHONE_IN_PATH: &str = "%2B8613800000000";
 
 /// Customer X: anonymous on the web, then its phone over SMS, then a signup
 /// in the app by phone; customer Y: a visitor by user id.
-async fn two_customers(j: &Live, t: i64) -> Value {
+async fn two_customers(j: &Service, t: i64) -> Value {
     j.publish(&[
-        event("x1", t, &[("anonymous_id", "dev-q")], "web", "view"),
-        event("x2", t + HOUR, &[("anonymous_id", "dev-q"), ("phone", PHONE)], "sms", "click"),
-        event("x3", t + 2 * HOUR, &[("phone", PHONE)], "app", "signup"),
-        event("y1", t + 2 * HOUR, &[("user_id", "u-y")], "web", "view"),
+        event_with_ids("x1", t, &[("anonymous_id", "dev-q")], "web", "view"),
+        event_with_ids("x2", t + HOUR, &[("anonymous_id", "dev-q"), ("phone", PHONE)], "sms", "click"),
+        event_with_ids("x3", t + 2 * HOUR, &[("phone", PHONE)], "app", "signup"),
+        event_with_ids("y1", t + 2 * HOUR, &[("user_id", "u-y")], "web", "view"),
     ])
     .await;
     j.wait_applied(4).await;
@@ -729,7 +585,7 @@ async fn two_customers(j: &Live, t: i64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_by_any_alias_over_http_and_nats_returns_the_whole_customer() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "").await;
+    let j = start(&nats, "").await;
     let expected = two_customers(&j, days_ago(10)).await;
 
     assert_eq!(j.customer("dev-q").await, Some(expected.clone()));
@@ -743,7 +599,7 @@ async fn query_by_any_alias_over_http_and_nats_returns_the_whole_customer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_get_a_404_or_an_error_reply_never_an_empty_success() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "").await;
+    let j = start(&nats, "").await;
     two_customers(&j, days_ago(10)).await;
 
     assert_eq!(j.customer("nobody").await, None);
@@ -763,7 +619,7 @@ async fn unknown_ids_get_a_404_or_an_error_reply_never_an_empty_success() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_over_http_removes_every_alias_updates_the_gauges_and_later_events_start_a_new_customer() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "").await;
+    let j = start(&nats, "").await;
     let t = days_ago(10);
     let x = two_customers(&j, t).await;
 
@@ -776,11 +632,11 @@ async fn forget_over_http_removes_every_alias_updates_the_gauges_and_later_event
     assert!(j.customer("u-y").await.is_some(), "other customers stay");
     let metrics = j.metrics().await;
     assert_eq!(stage_gauges(&metrics), [1.0, 0.0, 0.0], "the forgotten customer left its stage gauge");
-    assert_eq!(sum(&metrics, "journey_segment_customers", &[]), 1.0, "and its segment cell");
+    assert_eq!(sum_or_zero(&metrics, "journey_segment_customers", &[]), 1.0, "and its segment cell");
     let (status, _) = http_request(&j.http, "DELETE", "/v1/customers/dev-q", None).await;
     assert_eq!(status, 404, "forgetting twice finds nobody");
 
-    j.publish(&[event("x4", t + DAY, &[("anonymous_id", "dev-q")], "web", "view")]).await;
+    j.publish(&[event_with_ids("x4", t + DAY, &[("anonymous_id", "dev-q")], "web", "view")]).await;
     let metrics = j.wait_applied(5).await;
     let again = j.customer("dev-q").await.expect("the id is a customer again");
     assert_eq!(again["one_id"], "dev-q");
@@ -795,7 +651,7 @@ async fn forget_over_http_removes_every_alias_updates_the_gauges_and_later_event
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_over_nats_removes_the_customer_and_answers_with_what_was_removed() {
     let nats = NatsServer::start();
-    let j = Live::start(&nats, "").await;
+    let j = start(&nats, "").await;
     let t = days_ago(10);
     let x = two_customers(&j, t).await;
 
@@ -807,7 +663,7 @@ async fn forget_over_nats_removes_the_customer_and_answers_with_what_was_removed
     assert!(j.request("journey.admin.forget", "dev-q").await["error"].is_string(), "forgetting twice finds nobody");
     assert_eq!(stage_gauges(&j.metrics().await), [1.0, 0.0, 0.0]);
 
-    j.publish(&[event("x4", t + DAY, &[("phone", PHONE)], "sms", "signup")]).await;
+    j.publish(&[event_with_ids("x4", t + DAY, &[("phone", PHONE)], "sms", "signup")]).await;
     let metrics = j.wait_applied(5).await;
     let again = j.request("journey.query.customer", PHONE).await;
     assert_eq!(ids_of(&again), json!({"phone": [PHONE]}));

@@ -3,7 +3,10 @@
 use super::*;
 use crate::config;
 
-pub(crate) const LIFECYCLE: &str = r#"
+/// The DESIGN.md lifecycle model (shared with the integration tests) with
+/// four channels, no lateness, and a `vip` model.
+pub(crate) const LIFECYCLE: &str = concat!(
+    r#"
 [time]
 allowed_lateness = "0s"
 
@@ -13,19 +16,9 @@ web = "tech"
 sms = "low"
 store = "high"
 
-[[model]]
-name = "lifecycle"
-initial = "visitor"
-stages = ["visitor", "registered", "customer", "repeat", "loyal", "dormant", "reactivated"]
-transitions = [
-  { from = ["visitor"], to = "registered", on = { kind = "signup" } },
-  { from = ["visitor", "registered"], to = "customer", on = { kind = "purchase" } },
-  { from = ["customer", "reactivated"], to = "repeat", on = { kind = "purchase" } },
-  { from = ["repeat"], to = "loyal", on = { kind = "purchase", count = 5, within = "365d" } },
-  { from = ["registered", "customer", "repeat", "loyal"], to = "dormant", after_inactivity = "90d" },
-  { from = ["dormant"], to = "reactivated", on = { kind = "*" } },
-]
-
+"#,
+    include_str!("../../tests/fixtures/lifecycle_model.toml"),
+    r#"
 [[model]]
 name = "vip"
 initial = "none"
@@ -33,7 +26,8 @@ stages = ["none", "big_spender"]
 transitions = [
   { from = "none", to = "big_spender", on = { kind = "purchase", min_value = 1000.0, channel = ["store"] } },
 ]
-"#;
+"#
+);
 
 const DAY: i64 = 86_400_000;
 

@@ -1,7 +1,8 @@
 //! What the pipeline tests share on top of `tests/common` (nats-server, HTTP,
 //! Prometheus lookups, waiting with a deadline): journeyd running in this
-//! process against a test's own nats-server, test configs, event payloads and
-//! subscriptions. A test crate using it declares `mod common;` too.
+//! process against a test's own nats-server, test configs (the DESIGN.md
+//! lifecycle model comes from `tests/fixtures/lifecycle_model.toml`), event
+//! payloads and subscriptions. A test crate using it declares `mod common;` too.
 
 #![allow(dead_code)]
 
@@ -50,32 +51,43 @@ pub fn one_model(transitions: &str) -> String {
     )
 }
 
-/// The DESIGN.md lifecycle model with five channels.
-pub const LIFECYCLE: &str = r#"
-[channels]
-app = "tech"
-web = "tech"
-sms = "low"
-email = "low"
-store = "high"
+/// The five channels of DESIGN.md: app and web (tech), sms and email (low),
+/// store (high). A macro so that `concat!` can build constant configs on it.
+macro_rules! five_channels {
+    () => {
+        "[channels]\napp = \"tech\"\nweb = \"tech\"\nsms = \"low\"\nemail = \"low\"\nstore = \"high\"\n"
+    };
+}
 
+/// The DESIGN.md lifecycle model (`tests/fixtures/lifecycle_model.toml`) with five channels.
+pub const LIFECYCLE: &str = concat!(five_channels!(), "\n", include_str!("../fixtures/lifecycle_model.toml"));
+
+/// The five channels and the lifecycle model cut to its first three stages:
+/// a visitor registers on a signup and a visitor or registered customer
+/// becomes a customer on a purchase; no count windows, no timers.
+pub const SHORT_LIFECYCLE: &str = concat!(
+    five_channels!(),
+    r#"
 [[model]]
 name = "lifecycle"
 initial = "visitor"
-stages = ["visitor", "registered", "customer", "repeat", "loyal", "dormant", "reactivated"]
+stages = ["visitor", "registered", "customer"]
 transitions = [
   { from = ["visitor"], to = "registered", on = { kind = "signup" } },
   { from = ["visitor", "registered"], to = "customer", on = { kind = "purchase" } },
-  { from = ["customer", "reactivated"], to = "repeat", on = { kind = "purchase" } },
-  { from = ["repeat"], to = "loyal", on = { kind = "purchase", count = 5, within = "365d" } },
-  { from = ["registered", "customer", "repeat", "loyal"], to = "dormant", after_inactivity = "90d" },
-  { from = ["dormant"], to = "reactivated", on = { kind = "*" } },
 ]
-"#;
+"#
+);
 
 /// An event of customer `user` (a `user_id`) as its JSON payload.
 pub fn event(id: &str, ts: i64, user: &str, channel: &str, kind: &str) -> Value {
-    json!({"id": id, "ts": ts, "ids": {"user_id": user}, "channel": channel, "kind": kind})
+    event_with_ids(id, ts, &[("user_id", user)], channel, kind)
+}
+
+/// An event of the customer with `ids` (id type, value) as its JSON payload.
+pub fn event_with_ids(id: &str, ts: i64, ids: &[(&str, &str)], channel: &str, kind: &str) -> Value {
+    let ids: serde_json::Map<String, Value> = ids.iter().map(|(t, v)| (t.to_string(), json!(v))).collect();
+    json!({"id": id, "ts": ts, "ids": ids, "channel": channel, "kind": kind})
 }
 
 /// `touch.<channel>.<kind>` of an event built by [`event`].
@@ -150,30 +162,65 @@ pub fn sum_or_zero(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     common::metric_sum(text, name, labels).unwrap_or(0.0)
 }
 
-/// journeyd's `run` in this process, with its HTTP address.
+/// journeyd's `run` in this process, with its HTTP address and a test client
+/// of its nats-server.
 pub struct Service {
     pub http: String,
+    /// Connected to the config's `nats.url`, without credentials.
+    pub client: async_nats::Client,
     pub token: CancellationToken,
     pub task: JoinHandle<anyhow::Result<journeyd::RunReport>>,
 }
 
 impl Service {
-    /// Starts `journeyd::run` with `config` (TOML) and waits until `/readyz` is 200.
+    /// Starts `journeyd::run` with `config` (TOML), waits until `/readyz` is
+    /// 200 (journeyd is then subscribed) and connects the test client.
     pub async fn start(config: &str) -> Service {
         let loaded = journeyd::config::parse(config).unwrap_or_else(|d| panic!("test config is invalid: {d:?}\n{config}"));
         let http = loaded.config.http.listen.clone();
+        let nats_url = loaded.config.nats.url.clone();
         let token = CancellationToken::new();
         let task = tokio::spawn(journeyd::run(loaded.config, token.clone()));
-        let service = Service { http, token, task };
         common::wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
-            assert!(!service.task.is_finished(), "journeyd stopped before it was ready");
-            match common::try_http_get(&service.http, "/readyz").await {
+            assert!(!task.is_finished(), "journeyd stopped before it was ready");
+            match common::try_http_get(&http, "/readyz").await {
                 Ok((200, _)) => Some(()),
                 _ => None,
             }
         })
         .await;
-        service
+        let client = async_nats::connect(&nats_url).await.unwrap_or_else(|e| panic!("connect to {nats_url}: {e}"));
+        Service { http, client, token, task }
+    }
+
+    /// Starts journeyd on `nats` with a free HTTP address, `time` keys for
+    /// `[time]` and `body` (channels, models, ...); see [`config_text`].
+    pub async fn start_on(nats: &NatsServer, time: &str, body: &str) -> Service {
+        Service::start(&config_text(&nats.url(), &common::free_addr(), time, body)).await
+    }
+
+    /// Publishes events on their own subjects, in order, and flushes.
+    pub async fn publish(&self, events: &[Value]) {
+        publish_events(&self.client, events).await;
+    }
+
+    /// A subscription of the test client that is live on the server when this returns.
+    pub async fn subscribe(&self, subject: &str) -> async_nats::Subscriber {
+        subscribe(&self.client, subject).await
+    }
+
+    /// A NATS request whose reply is JSON. Retries while nobody answers yet
+    /// (the request-reply service subscribes right after `/readyz` turns 200).
+    pub async fn request(&self, subject: &str, payload: &str) -> Value {
+        let msg = common::wait_until(&format!("{subject} answers"), DEADLINE, || async {
+            match self.client.request(subject.to_string(), payload.to_string().into()).await {
+                Ok(msg) => Some(msg),
+                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => None,
+                Err(e) => panic!("request on {subject}: {e}"),
+            }
+        })
+        .await;
+        serde_json::from_slice(&msg.payload).unwrap_or_else(|e| panic!("reply on {subject} is not JSON ({e}): {:?}", msg.payload))
     }
 
     /// The Prometheus text of `/metrics`.
@@ -181,6 +228,12 @@ impl Service {
         let (status, body) = common::http_get(&self.http, "/metrics").await;
         assert_eq!(status, 200, "GET /metrics: {body}");
         body
+    }
+
+    /// `GET path` with its status and its body, which must be JSON.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let (status, body) = common::http_get(&self.http, path).await;
+        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {status} body is not JSON ({e}): {body}")))
     }
 
     /// Waits until `holds` is true of the metrics text, and returns that text.
@@ -202,13 +255,30 @@ impl Service {
         self.metrics().await
     }
 
-    /// `GET /v1/customers/{id}` as JSON, or `None` on 404.
+    /// Waits until exactly `n` events were applied, then looks up each of
+    /// `customers` (each must exist) through the router: a query is queued
+    /// behind the watermark ticks already sent to that customer's shard, so
+    /// once it answers, that shard has fired every timer due so far. Returns
+    /// `/metrics` scraped after that.
+    pub async fn settle(&self, n: u64, customers: &[&str]) -> String {
+        self.wait_applied(n).await;
+        for id in customers {
+            assert!(self.customer(id).await.is_some(), "GET /v1/customers/{id}: no such customer");
+        }
+        self.metrics().await
+    }
+
+    /// `GET /v1/customers/{id}` as JSON, or `None` on 404 (whose body must be
+    /// `{"error": ...}`). `id` may carry a query such as `?type=phone`.
     pub async fn customer(&self, id: &str) -> Option<Value> {
-        let (status, body) = common::http_get(&self.http, &format!("/v1/customers/{id}")).await;
+        let (status, json) = self.get_json(&format!("/v1/customers/{id}")).await;
         match status {
-            200 => Some(serde_json::from_str(&body).expect("customer JSON")),
-            404 => None,
-            s => panic!("GET /v1/customers/{id}: {s} {body}"),
+            200 => Some(json),
+            404 => {
+                assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "GET /v1/customers/{id}: a 404 says why: {json}");
+                None
+            }
+            s => panic!("GET /v1/customers/{id}: {s} {json}"),
         }
     }
 
@@ -241,9 +311,8 @@ impl Pipeline {
     /// Starts everything with `time` keys for `[time]` and `body` (channels, models, ...).
     pub async fn start(time: &str, body: &str) -> Pipeline {
         let nats = NatsServer::start();
-        let config = config_text(&nats.url(), &common::free_addr(), time, body);
-        let journeyd = Service::start(&config).await;
-        let client = nats.connect().await;
+        let journeyd = Service::start_on(&nats, time, body).await;
+        let client = journeyd.client.clone();
         let transitions = subscribe(&client, "journey.transition.>").await;
         Pipeline { nats, journeyd, client, transitions }
     }

@@ -3,7 +3,10 @@
 use super::*;
 use crate::config;
 
-const LIFECYCLE: &str = r#"
+/// The DESIGN.md lifecycle model (shared with the integration tests) with
+/// four channels and one user id per customer.
+const LIFECYCLE: &str = concat!(
+    r#"
 [time]
 allowed_lateness = "5s"
 
@@ -17,19 +20,9 @@ web = "tech"
 sms = "low"
 store = "high"
 
-[[model]]
-name = "lifecycle"
-initial = "visitor"
-stages = ["visitor", "registered", "customer", "repeat", "loyal", "dormant", "reactivated"]
-transitions = [
-  { from = ["visitor"], to = "registered", on = { kind = "signup" } },
-  { from = ["visitor", "registered"], to = "customer", on = { kind = "purchase" } },
-  { from = ["customer", "reactivated"], to = "repeat", on = { kind = "purchase" } },
-  { from = ["repeat"], to = "loyal", on = { kind = "purchase", count = 5, within = "365d" } },
-  { from = ["registered", "customer", "repeat", "loyal"], to = "dormant", after_inactivity = "90d" },
-  { from = ["dormant"], to = "reactivated", on = { kind = "*" } },
-]
-"#;
+"#,
+    include_str!("../../../tests/fixtures/lifecycle_model.toml")
+);
 
 const DAY: i64 = 86_400_000;
 const LATENESS: i64 = 5_000;
