@@ -87,9 +87,9 @@ impl Shard {
     /// funnels and segments.
     pub fn apply_event(&mut self, ev: &EventOp) {
         self.advance(ev.watermark);
-        let plan = self.plan.clone();
+        let plan: &Plan = &self.plan;
         let t = &ev.touch;
-        let (c, created) = self.customers.get_or_insert_with(ev.key, || Customer::new(&plan, t.ts));
+        let (c, created) = self.customers.get_or_insert_with(ev.key, || Customer::new(plan, t.ts));
         if created {
             for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
                 self.metrics.move_customer(mi, None, Some(*s));
@@ -105,8 +105,8 @@ impl Shard {
         let origin = Origin { ts: t.ts, event_id: Some(ev.event_id()), channel: t.channel, cause: Cause::Event };
         for f in fired {
             self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-            let attribution = attribute(&plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-            publish(&mut self.out, &mut self.metrics, &self.subjects, &plan, c.one_id(), f, &origin, &attribution);
+            let attribution = attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
+            publish(&mut self.out, &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &attribution);
         }
         c.touches.push(touch, plan.attribution.max_touches);
         c.first_seen = c.first_seen.min(t.ts);
@@ -126,13 +126,13 @@ impl Shard {
                 OnEvent::Nothing => {}
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
                 OnEvent::Scheduled(due) => self.timers.push(Timer { due, key: ev.key, kind: TimerKind::TriggerDue(ti as u16) }),
-                OnEvent::DueNow => send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, &plan, c, ti, t.ts, t.ts, "event"),
+                OnEvent::DueNow => send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, plan, c, ti, t.ts, t.ts, "event"),
             }
         }
         if plan.segments.record(&mut c.segment, t.kind, t.ts) {
-            resegment(&mut self.timers, &self.metrics, &plan, ev.key, c, ev.watermark);
+            resegment(&mut self.timers, &self.metrics, plan, ev.key, c, ev.watermark);
         }
-        arm(&mut self.timers, &plan, ev.key, c);
+        arm(&mut self.timers, plan, ev.key, c);
     }
 
     /// Moves the watermark: fires every timer due at or before it, in due order.
@@ -141,7 +141,7 @@ impl Shard {
             return;
         }
         self.watermark = watermark;
-        let plan = self.plan.clone();
+        let plan: &Plan = &self.plan;
         while let Some(timer) = self.timers.pop_due(watermark) {
             // Timers fall due for customers all over memory: prefetch ahead,
             // as the worker does for events.
@@ -162,7 +162,7 @@ impl Shard {
                     let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
                     for f in fired {
                         self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-                        publish(&mut self.out, &mut self.metrics, &self.subjects, &plan, c.one_id(), f, &origin, &Attribution::new());
+                        publish(&mut self.out, &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &Attribution::new());
                     }
                 }
                 TimerKind::FunnelExpiry(fi) => {
@@ -171,7 +171,7 @@ impl Shard {
                 }
                 TimerKind::Segment => {
                     c.segment_due = i64::MAX;
-                    resegment(&mut self.timers, &self.metrics, &plan, timer.key, c, watermark);
+                    resegment(&mut self.timers, &self.metrics, plan, timer.key, c, watermark);
                 }
                 TimerKind::TriggerDue(ti) => {
                     let ti = ti as usize;
@@ -179,7 +179,7 @@ impl Shard {
                     if state.pending_due == timer.due {
                         state.pending_due = i64::MIN;
                         let from = state.pending_from;
-                        send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, &plan, c, ti, from, timer.due, "timeout");
+                        send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "timeout");
                     }
                 }
                 TimerKind::TriggerInactivity(ti) => {
@@ -191,7 +191,7 @@ impl Shard {
                     }
                     c.triggers[ti].armed = false;
                     let from = c.last_seen;
-                    send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, &plan, c, ti, from, timer.due, "inactivity");
+                    send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "inactivity");
                 }
             }
         }
@@ -209,15 +209,15 @@ impl Shard {
     /// side whose stage changes publishes a `merge` transition.
     pub fn merge(&mut self, into: CustomerKey, mut other: Customer, cause: &MergeCause) {
         self.advance(cause.watermark);
-        let plan = self.plan.clone();
+        let plan: &Plan = &self.plan;
         let Some(c) = self.customers.get_mut(into) else {
             // The survivor has no state here (it was forgotten meanwhile): the
             // absorbed customer continues under the survivor's key.
             other.armed = 0;
             other.segment_due = i64::MAX;
             other.ids.extend(cause.new_ids.iter().cloned());
-            arm(&mut self.timers, &plan, into, &mut other);
-            resegment(&mut self.timers, &self.metrics, &plan, into, &mut other, cause.watermark);
+            arm(&mut self.timers, plan, into, &mut other);
+            resegment(&mut self.timers, &self.metrics, plan, into, &mut other, cause.watermark);
             self.customers.insert(into, other);
             return;
         };
@@ -227,7 +227,7 @@ impl Shard {
         plan.merge(&mut c.journey, journey, |m| merged.push(m));
         // Ids, touches and activity first: the merge transitions carry the
         // merged ONE_ID and credit both sides' touches.
-        c.absorb_profile(&plan, &mut other);
+        c.absorb_profile(plan, &mut other);
         let touch = PackedTouch::new(cause.ts, cause.channel);
         let origin = Origin { ts: cause.ts, event_id: Some(&cause.event_id), channel: cause.channel, cause: Cause::Merge };
         for m in merged {
@@ -235,8 +235,8 @@ impl Shard {
             for side in [m.survivor, m.absorbed] {
                 if side != m.to {
                     let f = Fired { model: m.model, from: side, to: m.to };
-                    let attribution = attribute(&plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-                    publish(&mut self.out, &mut self.metrics, &self.subjects, &plan, c.one_id(), f, &origin, &attribution);
+                    let attribution = attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
+                    publish(&mut self.out, &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &attribution);
                 }
             }
             if m.survivor != m.to {
@@ -257,8 +257,8 @@ impl Shard {
             }
         }
         self.metrics.move_segment(Some(other.cell), None);
-        resegment(&mut self.timers, &self.metrics, &plan, into, c, cause.watermark);
-        arm(&mut self.timers, &plan, into, c);
+        resegment(&mut self.timers, &self.metrics, plan, into, c, cause.watermark);
+        arm(&mut self.timers, plan, into, c);
     }
 
     pub fn view(&self, key: CustomerKey) -> Option<CustomerView> {
