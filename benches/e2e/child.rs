@@ -38,8 +38,14 @@ pub fn reply<R: Serialize>(result: &R) {
 
 /// Runs `task` in a child process and returns its result.
 pub fn run<R: DeserializeOwned>(task: &Task) -> anyhow::Result<R> {
+    run_with_env(task, &[])
+}
+
+/// Runs `task` in a child process with `env` added to its environment.
+pub fn run_with_env<R: DeserializeOwned>(task: &Task, env: &[(&str, &str)]) -> anyhow::Result<R> {
     let exe = std::env::current_exe().context("locating the bench executable")?;
     let out = Command::new(exe)
+        .envs(env.iter().copied())
         .env(TASK_VAR, serde_json::to_string(task)?)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

@@ -16,6 +16,7 @@ use crate::machine::{peak_rss_bytes, rss_bytes};
 use crate::report::{bytes, rate, Report};
 use crate::workload::available_bytes;
 use crate::workload::Workload;
+use journeyd::allocator::{THP_CONF, THP_ENV};
 use journeyd::engine::customer::Customer;
 use journeyd::engine::shard::Shard;
 use journeyd::identity::Resolver;
@@ -150,6 +151,10 @@ pub fn run_engine(customers: u32, seconds: f64, report: &mut Report) -> anyhow::
         (per_s, 3e6),
         "≥ 3M events/s per core at 1M customers",
     );
+    let thp: EngineRate = child::run_with_env(&Task::Engine { customers, seconds }, &[(THP_ENV, THP_CONF)])?;
+    let thp_per_s = thp.events as f64 / thp.seconds;
+    eprintln!("engine with {THP_ENV}={THP_CONF}: {}", rate(thp_per_s));
+    report.info("engine", format!("the same, {THP_ENV}={THP_CONF} (transparent huge pages)"), format!("{} per core", rate(thp_per_s)));
     Ok(())
 }
 

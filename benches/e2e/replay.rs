@@ -4,6 +4,7 @@
 //! ground truth, so a fast wrong answer does not pass for a result.
 
 use crate::report::{rate, Report};
+use journeyd::allocator::{THP_CONF, THP_ENV};
 use journeyd::config::Config;
 use journeyd::replay::Summary;
 use journeyd::sim::{Generated, SimEvent};
@@ -48,6 +49,9 @@ pub fn run(config: &Config, traffic: &Generated, path: &Path, report: &mut Repor
         (summary.events_per_second, 1e6),
         "≥ 1M events/s",
     );
+    let thp: crate::scaling::ReplayResult = crate::child::run_with_env(&crate::child::Task::Replay { path: path.to_path_buf(), shards }, &[(THP_ENV, THP_CONF)])?;
+    eprintln!("replay with {THP_ENV}={THP_CONF}: {}", rate(thp.events_per_second));
+    report.info("replay", format!("the same, {THP_ENV}={THP_CONF} (transparent huge pages)"), rate(thp.events_per_second));
     let check = compare(&summary, traffic);
     report.info("replay", "final stages vs the simulator's truth", if check.is_empty() { "identical".to_string() } else { format!("**differs**: {check}") });
     Ok(())

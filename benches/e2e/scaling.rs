@@ -17,7 +17,7 @@ pub struct ReplayResult {
     customers: u64,
     bytes: u64,
     seconds: f64,
-    events_per_second: f64,
+    pub events_per_second: f64,
     rss_before: u64,
     peak_rss: u64,
 }
