@@ -149,11 +149,9 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
         Ok(shards) => shards,
         Err(_) => anyhow::bail!("shards did not finish publishing within {SHUTDOWN_GRACE:?} (is NATS reachable?); their last output is lost"),
     };
-    match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "final NATS flush failed"),
-        Err(_) => tracing::error!("NATS did not confirm the final flush within 5 s; the last output may be lost"),
-    }
+    // The shards flushed their output; this covers what was published since
+    // (dead letters of the last burst, request replies).
+    engine::worker::final_flush(&client).await;
     let _ = requests.await;
     if let Some(lag) = lag {
         let _ = lag.await;

@@ -43,12 +43,22 @@ impl Sink {
         }
     }
 
-    /// The last flush of a stopping worker: bounded, since a flush waits for
-    /// the server and the server may be gone.
+    /// The last flush of a stopping worker.
     async fn final_flush(&self) {
-        if tokio::time::timeout(FINAL_FLUSH, self.flush()).await.is_err() {
-            tracing::error!(timeout = ?FINAL_FLUSH, "NATS did not confirm the last output of a shard");
+        if let Sink::Nats(client) = self {
+            final_flush(client).await;
         }
+    }
+}
+
+/// Flushes `client` one last time before journeyd stops, bounded (to
+/// [`FINAL_FLUSH`]) since a flush waits for the server and the server may
+/// be gone.
+pub async fn final_flush(client: &async_nats::Client) {
+    match tokio::time::timeout(FINAL_FLUSH, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final NATS flush failed"),
+        Err(_) => tracing::error!(timeout = ?FINAL_FLUSH, "NATS did not confirm the final flush; the last output may be lost"),
     }
 }
 
