@@ -100,7 +100,7 @@ pub struct Decoded<'a> {
     pub id: Cow<'a, str>,
     pub ts: i64,
     /// (id type, value), blocked values already removed.
-    pub ids: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>,
+    pub ids: Ids<'a>,
     pub channel: ChannelId,
     pub kind: KindId,
     pub value: Option<f64>,
@@ -203,83 +203,136 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
     }
 }
 
-/// `ids`: an object of id type to value, or anything else (a wrong type).
+/// The ids of an event: (id type, value) in payload order.
+pub type Ids<'a> = SmallVec<[(Cow<'a, str>, Cow<'a, str>); 2]>;
+
+/// `ids` as found in the payload: its string entries (a `null` value is
+/// skipped), how many entries it had, and the first entry that is not an id.
+/// Anything but an object is `NotObject`. (The size difference is what it
+/// is: boxing the map would allocate per event for the rare error case.)
+#[allow(clippy::large_enum_variant)]
 enum IdsField<'a> {
-    Map(SmallVec<[(Cow<'a, str>, Scalar<'a>); 4]>),
+    Map { ids: Ids<'a>, entries: usize, bad: Option<BadId<'a>> },
     NotObject,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for IdsField<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(match Scalar::deserialize_ids(d)? {
-            Some(entries) => IdsField::Map(entries.into_iter().map(|(k, v): (Cow<'de, str>, Scalar<'de>)| -> (Cow<'a, str>, Scalar<'a>) { (k, v) }).collect()),
-            None => IdsField::NotObject,
-        })
-    }
+/// An `ids` entry that is neither a string nor `null`, or a string under an empty type name.
+enum BadId<'a> {
+    NotString(Cow<'a, str>),
+    EmptyType,
 }
 
-impl<'de> Scalar<'de> {
-    /// An object's entries (keys and scalar values), or `None` for any other value.
-    #[allow(clippy::type_complexity)]
-    fn deserialize_ids<D: Deserializer<'de>>(d: D) -> Result<Option<SmallVec<[(Cow<'de, str>, Scalar<'de>); 4]>>, D::Error> {
+impl<'de> Deserialize<'de> for IdsField<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Option<SmallVec<[(Cow<'de, str>, Scalar<'de>); 4]>>;
+            type Value = IdsField<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object of id type to id")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = SmallVec::new();
+                let (mut ids, mut entries, mut bad) = (Ids::new(), 0, None);
                 while let Some((k, v)) = map.next_entry::<MaybeBorrowed<'de>, Scalar<'de>>()? {
-                    out.push((k.0, v));
+                    entries += 1;
+                    match v {
+                        Scalar::Null => {}
+                        Scalar::Str(_) if k.0.is_empty() => {
+                            bad.get_or_insert(BadId::EmptyType);
+                        }
+                        Scalar::Str(value) => ids.push((k.0, value)),
+                        _ => {
+                            bad.get_or_insert(BadId::NotString(k.0));
+                        }
+                    }
                 }
-                Ok(Some(out))
+                Ok(IdsField::Map { ids, entries, bad })
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-                Ok(None)
+                Ok(IdsField::NotObject)
             }
             fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(IdsField::NotObject)
             }
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(IdsField::NotObject)
             }
             fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(IdsField::NotObject)
             }
             fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(IdsField::NotObject)
             }
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(IdsField::NotObject)
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(IdsField::NotObject)
             }
         }
         d.deserialize_any(V)
     }
 }
 
-#[derive(Deserialize)]
+/// The fields of an event as found in the payload, each parsed once; unknown
+/// fields are skipped. Written out rather than derived so that every field
+/// borrows from the payload directly (no copy of the ids to change lifetimes).
+#[derive(Default)]
 struct Wire<'a> {
-    #[serde(borrow, default)]
     id: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     ts: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     ids: Option<IdsField<'a>>,
-    #[serde(borrow, default)]
     channel: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     kind: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     value: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     campaign: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     attrs: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Wire<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Wire<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                /// Takes the value of a field, which must not have been seen before.
+                fn field<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+                    map: &mut A,
+                    slot: &mut Option<T>,
+                    seen: &mut bool,
+                    name: &'static str,
+                ) -> Result<(), A::Error> {
+                    if std::mem::replace(seen, true) {
+                        return Err(de::Error::duplicate_field(name));
+                    }
+                    *slot = map.next_value()?;
+                    Ok(())
+                }
+                let mut w = Wire::default();
+                let mut seen = [false; 8];
+                while let Some(key) = map.next_key::<MaybeBorrowed<'de>>()? {
+                    match key.0.as_ref() {
+                        "id" => field(&mut map, &mut w.id, &mut seen[0], "id")?,
+                        "ts" => field(&mut map, &mut w.ts, &mut seen[1], "ts")?,
+                        "ids" => field(&mut map, &mut w.ids, &mut seen[2], "ids")?,
+                        "channel" => field(&mut map, &mut w.channel, &mut seen[3], "channel")?,
+                        "kind" => field(&mut map, &mut w.kind, &mut seen[4], "kind")?,
+                        "value" => field(&mut map, &mut w.value, &mut seen[5], "value")?,
+                        "campaign" => field(&mut map, &mut w.campaign, &mut seen[6], "campaign")?,
+                        "attrs" => field(&mut map, &mut w.attrs, &mut seen[7], "attrs")?,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(w)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Decodes one event. `subject` is `None` for subject-less input (NDJSON replay).
@@ -376,30 +429,22 @@ fn scalar_ts(v: Scalar<'_>) -> Result<i64, Rejection> {
     Ok(ms)
 }
 
-#[allow(clippy::type_complexity)]
-fn check_ids<'a>(field: IdsField<'a>, blocked: &BlockedIds) -> Result<SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>, Rejection> {
-    let IdsField::Map(map) = field else { return Err(wrong_type("ids", "an object of id type to id string")) };
-    if map.is_empty() {
+/// The usable ids of `ids`: blocked placeholder values dropped.
+fn check_ids<'a>(field: IdsField<'a>, blocked: &BlockedIds) -> Result<Ids<'a>, Rejection> {
+    let IdsField::Map { mut ids, entries, bad } = field else { return Err(wrong_type("ids", "an object of id type to id string")) };
+    if entries == 0 {
         return Err(Rejection::new(RejectReason::EmptyIds, "`ids` has no entry"));
     }
-    let mut out = SmallVec::new();
-    for (ty, v) in map {
-        let value = match v {
-            Scalar::Null => continue,
-            Scalar::Str(s) => s,
-            _ => return Err(wrong_type(&format!("ids.{ty}"), "a string")),
-        };
-        if ty.is_empty() {
-            return Err(wrong_type("ids", "an object with non-empty id type names"));
-        }
-        if !blocked.is_blocked(&value) {
-            out.push((ty, value));
-        }
+    match bad {
+        Some(BadId::NotString(ty)) => return Err(wrong_type(&format!("ids.{ty}"), "a string")),
+        Some(BadId::EmptyType) => return Err(wrong_type("ids", "an object with non-empty id type names")),
+        None => {}
     }
-    if out.is_empty() {
+    ids.retain(|(_, value)| !blocked.is_blocked(value));
+    if ids.is_empty() {
         return Err(Rejection::new(RejectReason::NoUsableId, "every id in `ids` is a blocked placeholder value"));
     }
-    Ok(out)
+    Ok(ids)
 }
 
 /// A JSON string, borrowed when it has no escapes.
@@ -498,6 +543,24 @@ mod tests {
         decode(payload.as_bytes(), subject, 1_800_000_000_000, &cx)
             .map(|d| (d.id.into_owned(), d.ts, d.ids.len(), cat.channel_name(d.channel).to_string(), cat.kind_name(d.kind).to_string()))
             .map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn fields_ids_and_their_faults_are_read_in_one_pass() {
+        let ok = |ids: &str| format!(r#"{{"id":"e","ts":1,"ids":{ids},"channel":"app","kind":"view","extra":{{"a":[1,{{"b":null}}]}}}}"#);
+        assert_eq!(run(&ok(r#"{"user_id":"u","phone":"p","wechat_unionid":"w"}"#), None).map(|d| d.2), Ok(3), "a third id spills, nothing lost");
+        assert_eq!(run(&ok(r#"{"user_id":null,"phone":"p"}"#), None).map(|d| d.2), Ok(1), "a null id is skipped");
+        assert_eq!(run(&ok(r#"{"user_id":"anonymous","phone":"p"}"#), None).map(|d| d.2), Ok(1), "a placeholder id is dropped");
+        assert_eq!(run(&ok(r#"{"user_id":null}"#), None), Err(RejectReason::NoUsableId));
+        assert_eq!(run(&ok(r#"{"":"x","phone":"p"}"#), None), Err(RejectReason::WrongType));
+        assert_eq!(run(&ok(r#"{"user_id":"anonymous","phone":7}"#), None), Err(RejectReason::WrongType), "a wrong value after a blocked one");
+        assert_eq!(run(&ok("[]"), None), Err(RejectReason::WrongType));
+        assert_eq!(run(&ok("{}"), None), Err(RejectReason::EmptyIds));
+        assert_eq!(run(&ok("null"), None), Err(RejectReason::MissingField));
+        let dup = r#"{"id":"e","id":"f","ts":1,"ids":{"u":"1"},"channel":"app","kind":"view"}"#;
+        assert_eq!(run(dup, None), Err(RejectReason::NotJson), "a duplicate field is not an event object");
+        let escaped = r#"{"i\u0064":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"view"}"#;
+        assert_eq!(run(escaped, None).map(|d| d.0), Ok("e".to_string()), "escaped field names are field names");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn run(config: &Config, traffic: &Generated, path: &Path, report: &mut Repor
         (summary.events_per_second, 1e6),
         "≥ 1M events/s",
     );
-    let thp: crate::scaling::ReplayResult = crate::child::run_with_env(&crate::child::Task::Replay { path: path.to_path_buf(), shards }, &[(THP_ENV, THP_CONF)])?;
+    let thp: crate::scaling::ReplayResult =
+        crate::child::run_with_env(&crate::child::Task::Replay { path: path.to_path_buf(), shards }, &[(THP_ENV, THP_CONF)])?;
     eprintln!("replay with {THP_ENV}={THP_CONF}: {}", rate(thp.events_per_second));
     report.info("replay", format!("the same, {THP_ENV}={THP_CONF} (transparent huge pages)"), rate(thp.events_per_second));
     let check = compare(&summary, traffic);
