@@ -48,7 +48,7 @@ fn keep_latest(v: &mut Vec<i64>, ts: i64, max: usize) {
         v.remove(0);
         at -= 1;
     } else if v.len() == v.capacity() {
-        v.reserve_exact(v.len().max(2).min(max - v.len()));
+        v.reserve_exact(v.len().max(4).min(max - v.len()));
     }
     v.insert(at, ts);
 }
