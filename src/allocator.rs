@@ -1,4 +1,6 @@
-//! The allocator every journeyd executable runs on: jemalloc.
+//! The allocator every journeyd executable runs on: jemalloc, with small
+//! blocks grown without `realloc` ([`Allocator`]; engine bench at 1M
+//! customers +15%, replay +5%, in interleaved runs against plain jemalloc).
 //!
 //! jemalloc handles the cross-thread traffic of events allocated on the NATS
 //! reader's thread and freed on a shard's better than glibc's malloc, and
@@ -15,7 +17,64 @@
 //! 10k events/s went from ~1.4–2.4 ms to ~6 ms. Replays and backfills gain;
 //! a live deployment keeps the default.
 
-pub use tikv_jemallocator::Jemalloc;
+use std::alloc::{GlobalAlloc, Layout};
+use tikv_jemallocator::Jemalloc;
+
+/// Blocks up to this size are grown by allocate, copy and sized free
+/// rather than by `realloc` (see [`Allocator`]).
+const SMALL: usize = 4096;
+
+/// jemalloc, with small blocks grown by allocate + copy + sized free.
+///
+/// Per-customer vectors (the touch ring, counts, segment times) grow from a
+/// few entries as a customer gets its first events. `realloc` must first
+/// find out how large the old block is, a lookup in jemalloc's page map
+/// that misses the cache for customers spread over gigabytes; a sized free
+/// (Rust always knows the size) skips it, and growing a small block moves
+/// it to another size class anyway.
+pub struct Allocator;
+
+// SAFETY: every method forwards to jemalloc with the caller's layout; the
+// grown block is a fresh jemalloc allocation of the requested size and
+// alignment, filled with the old block's bytes, and the old block is freed
+// with the layout it was allocated with.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Allocator {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { Jemalloc.alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        unsafe { Jemalloc.alloc_zeroed(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { Jemalloc.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() && new_size <= SMALL {
+            // SAFETY: `new_size` is non-zero (larger than the old size) and,
+            // as `realloc`'s contract requires, does not overflow `isize`
+            // when rounded up to the alignment.
+            let grown = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            let p = unsafe { Jemalloc.alloc(grown) };
+            if !p.is_null() {
+                // SAFETY: both blocks are live, distinct and at least `layout.size()` long.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(ptr, p, layout.size());
+                    Jemalloc.dealloc(ptr, layout);
+                }
+            }
+            return p;
+        }
+        unsafe { Jemalloc.realloc(ptr, layout, new_size) }
+    }
+}
 
 /// The environment variable jemalloc (as this build names it) reads its options from.
 pub const THP_ENV: &str = "_RJEM_MALLOC_CONF";
@@ -28,6 +87,35 @@ pub const THP_CONF: &str = "thp:always,metadata_thp:auto";
 macro_rules! global_allocator {
     () => {
         #[global_allocator]
-        static ALLOCATOR: $crate::allocator::Jemalloc = $crate::allocator::Jemalloc;
+        static ALLOCATOR: $crate::allocator::Allocator = $crate::allocator::Allocator;
     };
+}
+
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growing_keeps_the_bytes_whatever_the_path() {
+        for (from, to, align) in [(8, 16, 8), (24, 40, 8), (100, 4096, 16), (4000, 5000, 8), (64, 32, 64), (3000, 9000, 4096)] {
+            let layout = Layout::from_size_align(from, align).expect("valid layout");
+            // SAFETY: the layout is non-zero; the block is written and read
+            // within its size and freed once with its final layout.
+            unsafe {
+                let p = Allocator.alloc(layout);
+                assert!(!p.is_null());
+                for i in 0..from {
+                    *p.add(i) = (i % 251) as u8;
+                }
+                let q = Allocator.realloc(p, layout, to);
+                assert!(!q.is_null());
+                assert_eq!(q as usize % align, 0, "{from} -> {to} keeps alignment {align}");
+                for i in 0..from.min(to) {
+                    assert_eq!(*q.add(i), (i % 251) as u8, "{from} -> {to}: byte {i}");
+                }
+                Allocator.dealloc(q, Layout::from_size_align(to, align).expect("valid layout"));
+            }
+        }
+    }
 }

@@ -166,7 +166,8 @@ pub fn prefetch_slice<T>(s: &[T]) {
     }
 }
 
-/// The crate's one `unsafe`: the x86-64 prefetch intrinsic. A customer's
+/// One of the crate's two `unsafe` islands (the other is the allocator): the
+/// x86-64 prefetch intrinsic. A customer's
 /// state is a few cache lines plus a handful of heap blocks scattered over
 /// gigabytes, so applying an event is a chain of cache misses; prefetching
 /// the events ahead overlaps them. Measured with the engine bench at 1M
