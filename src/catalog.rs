@@ -26,6 +26,8 @@ pub struct Catalog {
     channel_names: Vec<String>,
     channel_modes: Vec<Option<ServiceMode>>,
     channel_index: FxHashMap<String, ChannelId>,
+    /// Each channel's place among the channel names in name order.
+    channel_rank: Vec<u16>,
     /// Whether an unknown channel is refused (`[channels]` is non-empty).
     pub channels_closed: bool,
     kind_names: Vec<String>,
@@ -35,12 +37,24 @@ pub struct Catalog {
     pub id_types: IdTypes,
 }
 
+/// For each name, its place in name order.
+pub fn name_ranks<S: AsRef<str>>(names: &[S]) -> Vec<u16> {
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by(|a, b| names[*a].as_ref().cmp(names[*b].as_ref()));
+    let mut rank = vec![0; names.len()];
+    for (r, i) in order.into_iter().enumerate() {
+        rank[i] = r as u16;
+    }
+    rank
+}
+
 impl Catalog {
     pub fn new(c: &Config) -> Catalog {
         let mut cat = Catalog {
             channel_names: vec!["none".into(), "other".into()],
             channel_modes: vec![None, None],
             channel_index: FxHashMap::default(),
+            channel_rank: Vec::new(),
             channels_closed: !c.channels.is_empty(),
             kind_names: vec!["other".into()],
             kind_index: FxHashMap::default(),
@@ -84,6 +98,7 @@ impl Catalog {
             }
         }
         cat.kind_consent = cat.kind_index["consent"];
+        cat.channel_rank = name_ranks(&cat.channel_names);
         cat
     }
 
@@ -107,6 +122,11 @@ impl Catalog {
 
     pub fn channel_name(&self, id: ChannelId) -> &str {
         self.channel_names.get(id as usize).map_or("other", String::as_str)
+    }
+
+    /// Orders channels by name without comparing strings.
+    pub fn channel_rank(&self, id: ChannelId) -> u16 {
+        self.channel_rank.get(id as usize).copied().unwrap_or(u16::MAX)
     }
 
     pub fn channel_mode(&self, id: ChannelId) -> Option<ServiceMode> {

@@ -2,11 +2,12 @@
 //! and the subjects they go to. Subjects are built once per (model, from, to);
 //! a shard only serialises the payload of a transition it fires.
 
+use crate::catalog::ChannelId;
 use crate::model::Plan;
 use async_nats::Subject;
 use bytes::Bytes;
-use serde::Serialize;
-use std::collections::BTreeMap;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 pub const DLQ_SUBJECT: &str = "journey.dlq";
 pub const LATE_SUBJECT: &str = "journey.late";
@@ -25,8 +26,49 @@ pub enum Cause {
     Merge,
 }
 
-/// Per attribution model, channel → credit (sums to 1 per model).
-pub type Attribution = BTreeMap<&'static str, BTreeMap<String, f64>>;
+/// One share of a transition's credit: attribution method (index into the
+/// plan's methods), channel, share.
+pub type Credit = (u8, ChannelId, f64);
+
+/// A transition's `attribution` object: per method, channel → credit (the
+/// credits of one method sum to 1). `credits` hold one entry per method and
+/// channel, sorted by method name, then channel name, as the JSON keys are.
+pub struct Attribution<'a> {
+    pub plan: &'a Plan,
+    pub credits: &'a [Credit],
+}
+
+/// Puts credits in [`Attribution`]'s order: method name, then channel name.
+pub fn sort_credits(plan: &Plan, credits: &mut [Credit]) {
+    credits.sort_unstable_by_key(|e| (plan.attribution.method_rank[e.0 as usize], plan.catalog.channel_rank(e.1)));
+}
+
+impl Serialize for Attribution<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for group in self.credits.chunk_by(|a, b| a.0 == b.0) {
+            let method = self.plan.attribution.methods[group[0].0 as usize].as_str();
+            map.serialize_entry(method, &Channels { plan: self.plan, credits: group })?;
+        }
+        map.end()
+    }
+}
+
+/// One method's credits by channel name.
+struct Channels<'a> {
+    plan: &'a Plan,
+    credits: &'a [Credit],
+}
+
+impl Serialize for Channels<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.credits.len()))?;
+        for &(_, channel, credit) in self.credits {
+            map.serialize_entry(self.plan.catalog.channel_name(channel), &credit)?;
+        }
+        map.end()
+    }
+}
 
 #[derive(Serialize)]
 pub struct TransitionJson<'a> {
@@ -38,7 +80,7 @@ pub struct TransitionJson<'a> {
     pub event_id: Option<&'a str>,
     pub channel: &'a str,
     pub reason: Cause,
-    pub attribution: &'a Attribution,
+    pub attribution: &'a Attribution<'a>,
 }
 
 #[derive(Serialize)]
@@ -100,4 +142,22 @@ pub fn to_bytes<T: Serialize>(v: &T) -> Bytes {
             Err(_) => Bytes::new(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribution_keys_are_in_name_order() {
+        let text = "[channels]\nweb = \"tech\"\napp = \"tech\"\nstore = \"high\"\n\n[attribution]\nmodels = [\"linear\", \"first_touch\"]\n";
+        let plan = Plan::new(crate::config::parse(text).expect("config").config);
+        let ch = |name| plan.catalog.configured_channel(name).expect("channel");
+        let (linear, first) = (0, 1);
+        let mut credits = vec![(linear, ch("web"), 0.5), (linear, ch("app"), 0.25), (linear, ch("store"), 0.25), (first, ch("web"), 1.0)];
+        sort_credits(&plan, &mut credits);
+        let json = serde_json::to_string(&Attribution { plan: &plan, credits: &credits }).expect("json");
+        assert_eq!(json, r#"{"first_touch":{"web":1.0},"linear":{"app":0.25,"store":0.25,"web":0.5}}"#);
+        assert_eq!(serde_json::to_string(&Attribution { plan: &plan, credits: &[] }).expect("json"), "{}");
+    }
 }

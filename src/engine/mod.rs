@@ -50,7 +50,10 @@ impl Engine {
         let mut workers = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = tokio::sync::mpsc::channel(depth);
-            let shard = shard::Shard::new(index, plan.clone(), ShardMetrics::new(metrics.clone(), plan.clone()));
+            let mut shard = shard::Shard::new(index, plan.clone(), ShardMetrics::new(metrics.clone(), plan.clone()));
+            if matches!(sink, Sink::Discard) {
+                shard.discard_output();
+            }
             let (engine_lat, e2e_lat) = (latency.recorder(Stage::Engine), latency.recorder(Stage::EndToEnd));
             workers.push(tokio::spawn(worker::run(shard, rx, sink.clone(), engine_lat, e2e_lat)));
             senders.push(tx);

@@ -11,7 +11,7 @@ use super::ops::{EventOp, MergeCause};
 use super::table::CustomerTable;
 use super::timers::{Timer, TimerKind, TimerQueue};
 use crate::catalog::{ChannelId, IdTypes, CHANNEL_NONE};
-use crate::emit::{to_bytes, Attribution, Cause, Outbound, TransitionJson, TransitionSubjects, TriggerJson};
+use crate::emit::{sort_credits, to_bytes, Attribution, Cause, Credit, Outbound, TransitionJson, TransitionSubjects, TriggerJson};
 use crate::identity::CustomerKey;
 use crate::metrics::local::ShardMetrics;
 use crate::model::attribution::PackedTouch;
@@ -32,6 +32,9 @@ pub struct Shard {
     id_types: IdTypes,
     /// Messages produced since the worker last published.
     pub out: Vec<Outbound>,
+    /// Whether transitions and triggers are serialised into `out` (not when
+    /// nobody will publish them, as in a replay); metrics count them either way.
+    emit: bool,
     watermark: i64,
     scratch: Scratch,
 }
@@ -41,6 +44,7 @@ pub struct Shard {
 struct Scratch {
     credited: Vec<PackedTouch>,
     weights: Vec<f64>,
+    credits: Vec<Credit>,
 }
 
 /// What caused a transition, for its JSON.
@@ -63,9 +67,15 @@ impl Shard {
             timers: TimerQueue::default(),
             metrics,
             out: Vec::new(),
+            emit: true,
             watermark: i64::MIN,
             scratch: Scratch::default(),
         }
+    }
+
+    /// Stops serialising output nobody publishes.
+    pub fn discard_output(&mut self) {
+        self.emit = false;
     }
 
     pub fn customers(&self) -> usize {
@@ -105,8 +115,8 @@ impl Shard {
         let origin = Origin { ts: t.ts, event_id: Some(ev.event_id()), channel: t.channel, cause: Cause::Event };
         for f in fired {
             self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-            let attribution = attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-            publish(&mut self.out, &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &attribution);
+            attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
+            publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &self.scratch.credits);
         }
         c.touches.push(touch, plan.attribution.max_touches);
         c.first_seen = c.first_seen.min(t.ts);
@@ -126,7 +136,7 @@ impl Shard {
                 OnEvent::Nothing => {}
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
                 OnEvent::Scheduled(due) => self.timers.push(Timer { due, key: ev.key, kind: TimerKind::TriggerDue(ti as u16) }),
-                OnEvent::DueNow => send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, plan, c, ti, t.ts, t.ts, "event"),
+                OnEvent::DueNow => send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, t.ts, t.ts, "event"),
             }
         }
         if plan.segments.record(&mut c.segment, t.kind, t.ts) {
@@ -162,7 +172,7 @@ impl Shard {
                     let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
                     for f in fired {
                         self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-                        publish(&mut self.out, &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &Attribution::new());
+                        publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &[]);
                     }
                 }
                 TimerKind::FunnelExpiry(fi) => {
@@ -179,7 +189,7 @@ impl Shard {
                     if state.pending_due == timer.due {
                         state.pending_due = i64::MIN;
                         let from = state.pending_from;
-                        send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "timeout");
+                        send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "timeout");
                     }
                 }
                 TimerKind::TriggerInactivity(ti) => {
@@ -191,7 +201,7 @@ impl Shard {
                     }
                     c.triggers[ti].armed = false;
                     let from = c.last_seen;
-                    send_trigger(&mut self.out, &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "inactivity");
+                    send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "inactivity");
                 }
             }
         }
@@ -235,8 +245,8 @@ impl Shard {
             for side in [m.survivor, m.absorbed] {
                 if side != m.to {
                     let f = Fired { model: m.model, from: side, to: m.to };
-                    let attribution = attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-                    publish(&mut self.out, &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &attribution);
+                    attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
+                    publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &self.scratch.credits);
                 }
             }
             if m.survivor != m.to {
@@ -299,7 +309,7 @@ fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer)
 /// Decides a due trigger and publishes it, or counts why it was held back.
 #[allow(clippy::too_many_arguments)]
 fn send_trigger(
-    out: &mut Vec<Outbound>,
+    out: Option<&mut Vec<Outbound>>,
     metrics: &ShardMetrics,
     subjects: &[Subject],
     plan: &Plan,
@@ -313,6 +323,7 @@ fn send_trigger(
     match trigger.decide(&mut c.triggers[ti], &c.consent, at) {
         Decision::Send(channel) => {
             metrics.trigger_sent(ti, channel);
+            let Some(out) = out else { return };
             let json = TriggerJson { one_id: c.one_id(), trigger: &trigger.name, channel: plan.catalog.channel_name(channel), ts: from, due_ts: at, reason };
             out.push(Outbound { subject: subjects[ti].clone(), payload: to_bytes(&json) });
         }
@@ -335,36 +346,44 @@ fn resegment(timers: &mut TimerQueue, metrics: &ShardMetrics, plan: &Plan, key: 
 }
 
 /// Credits a transition to the customer's touches under every attribution
-/// method: counts the credit and returns it for the transition's JSON.
-fn attribute(plan: &Plan, metrics: &mut ShardMetrics, scratch: &mut Scratch, c: &Customer, f: Fired, cause: PackedTouch) -> Attribution {
-    let mut out = Attribution::new();
+/// method: counts the credit, and leaves it in `scratch.credits`, one entry
+/// per method and channel in JSON key order, for the transition's JSON.
+fn attribute(plan: &Plan, metrics: &mut ShardMetrics, scratch: &mut Scratch, c: &Customer, f: Fired, cause: PackedTouch) {
     let a = &plan.attribution;
+    let credits = &mut scratch.credits;
+    credits.clear();
     a.credited(&c.touches, cause, &mut scratch.credited);
     for (mi, method) in a.methods.iter().enumerate() {
         a.weights(*method, &scratch.credited, cause.ts(), &mut scratch.weights);
-        let per_channel = out.entry(method.as_str()).or_default();
+        let first = credits.len();
         for (t, w) in scratch.credited.iter().zip(&scratch.weights) {
             if *w > 0.0 {
-                metrics.credit(f.model, f.to, t.channel(), mi, *w);
-                *per_channel.entry(plan.catalog.channel_name(t.channel()).to_string()).or_default() += *w;
+                match credits[first..].iter_mut().find(|e| e.1 == t.channel()) {
+                    Some(e) => e.2 += *w,
+                    None => credits.push((mi as u8, t.channel(), *w)),
+                }
             }
         }
     }
-    out
+    for &(mi, channel, w) in credits.iter() {
+        metrics.credit(f.model, f.to, channel, mi as usize, w);
+    }
+    sort_credits(plan, credits);
 }
 
 #[allow(clippy::too_many_arguments)]
 fn publish(
-    out: &mut Vec<Outbound>,
+    out: Option<&mut Vec<Outbound>>,
     metrics: &mut ShardMetrics,
     subjects: &TransitionSubjects,
     plan: &Plan,
     one_id: &str,
     f: Fired,
     o: &Origin,
-    attribution: &Attribution,
+    credits: &[Credit],
 ) {
     metrics.transition(f.model, f.from, f.to, o.channel);
+    let Some(out) = out else { return };
     let m = &plan.models[f.model];
     let json = TransitionJson {
         one_id,
@@ -375,7 +394,7 @@ fn publish(
         event_id: o.event_id,
         channel: plan.catalog.channel_name(o.channel),
         reason: o.cause,
-        attribution,
+        attribution: &Attribution { plan, credits },
     };
     out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: to_bytes(&json) });
 }

@@ -111,6 +111,8 @@ impl Touches {
 #[derive(Debug, Clone)]
 pub struct Attributor {
     pub methods: Vec<Method>,
+    /// Each method's place among the methods in name order.
+    pub method_rank: Vec<u16>,
     pub lookback: i64,
     pub half_life: i64,
     pub max_touches: usize,
@@ -120,8 +122,10 @@ pub struct Attributor {
 
 impl Attributor {
     pub fn new(c: &AttributionConfig) -> Attributor {
+        let methods: Vec<Method> = c.models.iter().filter_map(|m| Method::parse(m)).collect();
         Attributor {
-            methods: c.models.iter().filter_map(|m| Method::parse(m)).collect(),
+            method_rank: crate::catalog::name_ranks(&methods.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+            methods,
             lookback: c.lookback.millis(),
             half_life: c.half_life.millis(),
             max_touches: c.max_touches,
