@@ -65,15 +65,15 @@ pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &st
     let mut buf = BytesMut::with_capacity(1 << 20);
     let mut eof = false;
     while !eof || !buf.is_empty() {
-        if !eof && !buf.contains(&b'\n') {
+        let newline = memchr::memchr(b'\n', &buf);
+        if newline.is_none() && !eof {
             buf.reserve(1 << 20);
             let n = file.read_buf(&mut buf).await.with_context(|| format!("reading {}", path.display()))?;
             eof = n == 0;
             bytes += n as u64;
             continue;
         }
-        let end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
-        let mut line = buf.split_to(end).freeze();
+        let mut line = buf.split_to(newline.unwrap_or(buf.len())).freeze();
         if !buf.is_empty() {
             let _ = buf.split_to(1); // the newline
         }

@@ -58,7 +58,10 @@ impl Engine {
             workers.push(tokio::spawn(worker::run(shard, rx, sink.clone(), engine_lat, e2e_lat)));
             senders.push(tx);
         }
-        let router = Router::new(plan.clone(), metrics.clone(), senders, batch, latency.recorder(Stage::Decode));
+        let mut router = Router::new(plan.clone(), metrics.clone(), senders, batch, latency.recorder(Stage::Decode));
+        if matches!(sink, Sink::Discard) {
+            router.drop_payloads();
+        }
         (Engine { plan, metrics, latency, workers }, router)
     }
 

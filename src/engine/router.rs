@@ -45,6 +45,9 @@ pub struct Router {
     batch_since: Vec<Option<Instant>>,
     /// Live: a batch is sent once its oldest event has waited this long, full or not.
     max_hold: Option<std::time::Duration>,
+    /// Whether events carry their payload to the shards (for the event ids
+    /// of what they publish); not when the shards publish nothing.
+    keep_payloads: bool,
     decode_hist: LocalHistogram,
     decode_lat: Recorder,
     decode_samples: Vec<u64>,
@@ -68,6 +71,7 @@ impl Router {
             handed: vec![i64::MIN; senders.len()],
             batch_since: vec![None; senders.len()],
             max_hold: None,
+            keep_payloads: true,
             decode_hist: metrics.processing.with_label_values(&[Stage::Decode.as_str()]).local(),
             decode_samples: Vec::new(),
             senders,
@@ -83,6 +87,12 @@ impl Router {
     /// keeps coming (live traffic); replay leaves batches to fill.
     pub fn set_max_hold(&mut self, hold: std::time::Duration) {
         self.max_hold = Some(hold);
+    }
+
+    /// The shards publish nothing (a replay): events need not hold on to
+    /// their payloads.
+    pub fn drop_payloads(&mut self) {
+        self.keep_payloads = false;
     }
 
     pub fn watermark(&self) -> i64 {
@@ -169,7 +179,8 @@ impl Router {
         self.decode_hist.observe(decode_ns.as_secs_f64());
         self.decode_samples.push(decode_ns.as_nanos() as u64);
         self.handed[shard] = watermark;
-        self.pending[shard].push(Op::Event(EventOp { key, touch, watermark, payload: payload.clone(), event_id, new_ids, consent, received }));
+        let payload = if self.keep_payloads { payload.clone() } else { Bytes::new() };
+        self.pending[shard].push(Op::Event(EventOp { key, touch, watermark, payload, event_id, new_ids, consent, received }));
         let since = *self.batch_since[shard].get_or_insert(received);
         if self.pending[shard].len() >= self.batch_size || self.max_hold.is_some_and(|h| received.duration_since(since) >= h) {
             self.flush_shard(shard).await;
