@@ -118,7 +118,8 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
         None => ingest::input::subscribe(&client, &cfg.nats.subjects).await?,
     };
     let request_subs = requests::subscribe(&client).await.context("subscribing to the request subjects")?;
-    ingest::nats::confirm_subscriptions(&client, Duration::from_secs(10)).await?;
+    // Subscribed means the server has the subscriptions, not just the socket.
+    ingest::nats::round_trip(&client, Duration::from_secs(10)).await.context("confirming the subscriptions")?;
     ready.store(true, Ordering::Release);
     tracing::info!(subjects = ?cfg.nats.subjects, url = %cfg.nats.url, "subscribed; journeyd is ready");
 

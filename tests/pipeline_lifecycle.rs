@@ -45,7 +45,9 @@ async fn sigterm_drains_every_event_in_flight_and_exits_zero() {
         let ev = event(&format!("e{i}"), ts, &format!("u{i}"), "app", "signup");
         client.publish("touch.app.signup", serde_json::to_vec(&ev).expect("JSON").into()).await.expect("publish");
     }
-    client.flush().await.expect("flush");
+    // In flight: the server has every event (a flush only empties the
+    // client's buffer into the socket) when the signal comes.
+    journeyd::ingest::nats::round_trip(&client, DEADLINE).await.expect("round trip through NATS");
 
     journeyd.terminate();
     let status = tokio::task::block_in_place(|| journeyd.wait_timeout(Duration::from_secs(30)));

@@ -83,8 +83,17 @@ impl Input {
     /// Stops taking input. Core subscriptions are drained (what the client
     /// already holds is returned, to be applied); a JetStream consumer keeps
     /// what it did not deliver for the next run.
-    pub async fn stop(&mut self, deadline: tokio::time::Instant) -> Vec<Message> {
+    ///
+    /// The client's own drain drops a subscription one poll after sending its
+    /// unsubscribe, without waiting for the server, so messages the server
+    /// routed before the unsubscribe are lost if they are still on the wire.
+    /// A round trip first puts every message routed before the stop in the
+    /// client's buffers.
+    pub async fn stop(&mut self, client: &Client, deadline: tokio::time::Instant) -> Vec<Message> {
         let Input::Core(subs) = self else { return Vec::new() };
+        if let Err(e) = super::nats::round_trip(client, deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+            tracing::warn!(error = format!("{e:#}"), "no round trip through NATS before the drain; messages still on the wire may be lost");
+        }
         for s in subs.iter_mut() {
             match tokio::time::timeout_at(deadline, s.drain()).await {
                 Ok(Ok(())) => {}

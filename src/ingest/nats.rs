@@ -82,19 +82,20 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
     }
 }
 
-/// Waits until the server has registered every subscription made so far on
-/// `client`: a flush only writes them to the socket, and another connection's
-/// events could reach the server first and find no subscriber. The server
-/// handles one connection's commands in order, so a message to a fresh inbox
-/// that comes back proves every earlier SUB is in place.
-pub async fn confirm_subscriptions(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+/// A round trip through the server on `client`'s connection. The server
+/// handles one connection's commands in order and sends it its messages in
+/// order, so once a message to a fresh inbox comes back, every command sent
+/// before it is in place (a SUB: another connection's events find the
+/// subscriber) and every message routed to the client before it has
+/// arrived. `Client::flush` only writes the client's buffer to the socket.
+pub async fn round_trip(client: &Client, timeout: Duration) -> anyhow::Result<()> {
     let inbox = client.new_inbox();
     let mut probe = client.subscribe(inbox.clone()).await.context("subscribing to a probe inbox")?;
-    client.publish(inbox, bytes::Bytes::new()).await.context("publishing the subscription probe")?;
-    client.flush().await.context("flushing subscriptions to NATS")?;
+    client.publish(inbox, bytes::Bytes::new()).await.context("publishing the probe")?;
+    client.flush().await.context("flushing to NATS")?;
     tokio::time::timeout(timeout, probe.next())
         .await
-        .with_context(|| format!("NATS did not confirm the subscriptions within {timeout:?}"))?
+        .with_context(|| format!("NATS did not return the probe within {timeout:?}"))?
         .context("the probe subscription closed")?;
     probe.unsubscribe().await.context("unsubscribing the probe inbox")?;
     Ok(())
@@ -167,7 +168,7 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
         }
     }
     tracing::info!("draining the input");
-    for msg in input.stop(tokio::time::Instant::now() + Duration::from_secs(10)).await {
+    for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
         handle(client, router, msg).await;
     }
     router.flush().await;
