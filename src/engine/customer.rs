@@ -21,6 +21,10 @@ pub struct Consent {
     pub ts: i64,
 }
 
+/// Funnels and triggers a customer keeps inline (as [`crate::model::INLINE_MODELS`]).
+pub const INLINE_FUNNELS: usize = 2;
+pub const INLINE_TRIGGERS: usize = 4;
+
 #[derive(Clone, Debug)]
 pub struct Customer {
     /// Linked ids in the order they were first seen.
@@ -37,14 +41,14 @@ pub struct Customer {
     /// The last touches, for attribution.
     pub touches: Touches,
     /// Per funnel, the open attempt.
-    pub funnels: Box<[FunnelState]>,
+    pub funnels: SmallVec<[FunnelState; INLINE_FUNNELS]>,
     /// Recent purchase and engagement times, and the segment cell they give.
     pub segment: Activity,
     pub cell: Cell,
     /// Due time of the queued segment timer (`i64::MAX`: none queued).
     pub segment_due: i64,
     /// Per trigger: what is waiting, what was sent.
-    pub triggers: Box<[TriggerState]>,
+    pub triggers: SmallVec<[TriggerState; INLINE_TRIGGERS]>,
 }
 
 impl Customer {
@@ -58,11 +62,11 @@ impl Customer {
             consent: Vec::new(),
             armed: 0,
             touches: Touches::default(),
-            funnels: vec![FunnelState::default(); plan.funnels.len()].into_boxed_slice(),
+            funnels: SmallVec::from_elem(FunnelState::default(), plan.funnels.len()),
             segment: Activity::default(),
             cell: 0,
             segment_due: i64::MAX,
-            triggers: vec![TriggerState::default(); plan.triggers.len()].into_boxed_slice(),
+            triggers: SmallVec::from_elem(TriggerState::default(), plan.triggers.len()),
         }
     }
 
@@ -71,13 +75,25 @@ impl Customer {
     #[inline]
     pub fn prefetch_parts(&self) {
         use super::table::prefetch_slice;
-        prefetch_slice(&self.journey.stages);
-        prefetch_slice(&self.journey.windows);
+        // Inline parts are in the customer's own lines, loaded already.
+        if self.journey.stages.spilled() {
+            prefetch_slice(&self.journey.stages);
+        }
+        if self.journey.windows.spilled() {
+            prefetch_slice(&self.journey.windows);
+        }
+        if self.funnels.spilled() {
+            prefetch_slice(&self.funnels);
+        }
+        if self.triggers.spilled() {
+            prefetch_slice(&self.triggers);
+        }
+        for w in &self.journey.windows {
+            prefetch_slice(w.times());
+        }
         prefetch_slice(self.touches.as_slice());
         prefetch_slice(&self.counts.by_channel);
         prefetch_slice(&self.counts.by_kind);
-        prefetch_slice(&self.funnels);
-        prefetch_slice(&self.triggers);
         let (purchases, engagements) = self.segment.times();
         prefetch_slice(purchases);
         prefetch_slice(engagements);

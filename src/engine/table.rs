@@ -130,17 +130,17 @@ impl CustomerTable {
         }
     }
 
-    /// Asks the CPU to start loading the first cache lines of `key`'s
-    /// customer (its index entry should be cached by now).
+    /// Asks the CPU to start loading the cache lines of `key`'s customer
+    /// (its index entry should be cached by now).
     #[inline]
     fn prefetch_customer(&self, key: CustomerKey) {
         if let Some(s) = self.slot_of(key) {
             let p = self.at(s) as *const Option<Customer> as *const u8;
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
-            prefetch(p.wrapping_add(128));
-            prefetch(p.wrapping_add(192));
-            prefetch(p.wrapping_add(256));
+            let mut off = 0;
+            while off < std::mem::size_of::<Option<Customer>>() {
+                prefetch(p.wrapping_add(off));
+                off += 64;
+            }
         }
     }
 

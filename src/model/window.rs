@@ -9,6 +9,11 @@ pub struct CountWindow {
 }
 
 impl CountWindow {
+    /// The recorded times (for a prefetch).
+    pub fn times(&self) -> &[i64] {
+        &self.times
+    }
+
     pub fn record(&mut self, ts: i64) {
         let at = self.times.partition_point(|&t| t <= ts);
         self.times.insert(at, ts);
