@@ -92,6 +92,10 @@ impl Customer {
             prefetch_slice(w.times());
         }
         prefetch_slice(self.touches.as_slice());
+        // The ONE_ID, for a transition's JSON.
+        for (_, v) in &self.ids {
+            super::table::prefetch(v.as_ptr());
+        }
         prefetch_slice(&self.counts.by_channel);
         prefetch_slice(&self.counts.by_kind);
         let (purchases, engagements) = self.segment.times();

@@ -11,13 +11,14 @@ use super::ops::{EventOp, MergeCause};
 use super::table::CustomerTable;
 use super::timers::{Timer, TimerKind, TimerQueue};
 use crate::catalog::{ChannelId, IdTypes, CHANNEL_NONE};
-use crate::emit::{sort_credits, to_bytes, Attribution, Cause, Credit, Outbound, TransitionJson, TransitionSubjects, TriggerJson};
+use crate::emit::{sort_credits, to_bytes, Cause, Credit, Outbound, Transition, TransitionJson, TransitionSubjects, TriggerJson};
 use crate::identity::CustomerKey;
 use crate::metrics::local::ShardMetrics;
 use crate::model::attribution::PackedTouch;
 use crate::model::{Fired, Plan};
 use crate::trigger::{Decision, OnEvent, Suppressed};
 use async_nats::Subject;
+use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub struct Shard {
     timers: TimerQueue,
     pub metrics: ShardMetrics,
     subjects: TransitionSubjects,
+    json: TransitionJson,
     trigger_subjects: Vec<Subject>,
     id_types: IdTypes,
     /// Messages produced since the worker last published.
@@ -45,6 +47,8 @@ struct Scratch {
     credited: Vec<PackedTouch>,
     weights: Vec<f64>,
     credits: Vec<Credit>,
+    /// Where a transition's JSON is written before it is copied out at its size.
+    json: Vec<u8>,
 }
 
 /// What caused a transition, for its JSON.
@@ -60,6 +64,7 @@ impl Shard {
         Shard {
             index,
             subjects: TransitionSubjects::new(&plan),
+            json: TransitionJson::new(&plan),
             trigger_subjects: plan.triggers.iter().map(|t| Subject::from(format!("journey.trigger.{}", t.name))).collect(),
             id_types: plan.catalog.id_types.clone(),
             plan,
@@ -116,7 +121,7 @@ impl Shard {
         for f in fired {
             self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
             attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-            publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &self.scratch.credits);
+            publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, &self.json, &mut self.scratch, c.one_id(), f, &origin);
         }
         c.touches.push(touch, plan.attribution.max_touches);
         c.first_seen = c.first_seen.min(t.ts);
@@ -172,7 +177,8 @@ impl Shard {
                     let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
                     for f in fired {
                         self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-                        publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &[]);
+                        self.scratch.credits.clear();
+                        publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, &self.json, &mut self.scratch, c.one_id(), f, &origin);
                     }
                 }
                 TimerKind::FunnelExpiry(fi) => {
@@ -246,7 +252,7 @@ impl Shard {
                 if side != m.to {
                     let f = Fired { model: m.model, from: side, to: m.to };
                     attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-                    publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, plan, c.one_id(), f, &origin, &self.scratch.credits);
+                    publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, &self.json, &mut self.scratch, c.one_id(), f, &origin);
                 }
             }
             if m.survivor != m.to {
@@ -371,30 +377,33 @@ fn attribute(plan: &Plan, metrics: &mut ShardMetrics, scratch: &mut Scratch, c: 
     sort_credits(plan, credits);
 }
 
+/// Counts a transition and, when output is kept, writes its JSON; its
+/// attribution is what [`attribute`] left in `scratch.credits`.
 #[allow(clippy::too_many_arguments)]
 fn publish(
     out: Option<&mut Vec<Outbound>>,
     metrics: &mut ShardMetrics,
     subjects: &TransitionSubjects,
-    plan: &Plan,
+    json: &TransitionJson,
+    scratch: &mut Scratch,
     one_id: &str,
     f: Fired,
     o: &Origin,
-    credits: &[Credit],
 ) {
     metrics.transition(f.model, f.from, f.to, o.channel);
     let Some(out) = out else { return };
-    let m = &plan.models[f.model];
-    let json = TransitionJson {
+    let t = Transition {
         one_id,
-        model: &m.name,
-        from: m.stage_name(f.from),
-        to: m.stage_name(f.to),
+        model: f.model,
+        from: f.from,
+        to: f.to,
         ts: o.ts,
         event_id: o.event_id,
-        channel: plan.catalog.channel_name(o.channel),
+        channel: o.channel,
         reason: o.cause,
-        attribution: &Attribution { plan, credits },
+        credits: &scratch.credits,
     };
-    out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: to_bytes(&json) });
+    scratch.json.clear();
+    json.write(&mut scratch.json, &t);
+    out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: Bytes::copy_from_slice(&scratch.json) });
 }
