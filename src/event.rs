@@ -6,7 +6,7 @@
 //! `journey_dlq_total{reason}` label and the log field.
 
 use crate::catalog::{Catalog, ChannelId, KindId};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
@@ -289,49 +289,49 @@ struct Wire<'a> {
     attrs: Option<&'a RawValue>,
 }
 
-impl<'de> Deserialize<'de> for Wire<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Wire<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an event object")
+/// Fills a [`Wire`] in place: it is a few hundred bytes, and returning it by
+/// value through serde's layers copied it several times per event.
+struct FillWire<'w, 'de>(&'w mut Wire<'de>);
+
+impl<'de> DeserializeSeed<'de> for FillWire<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FillWire<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        /// Takes the value of a field, which must not have been seen before.
+        fn field<'de, A: MapAccess<'de>, T: Deserialize<'de>>(map: &mut A, slot: &mut Option<T>, seen: &mut bool, name: &'static str) -> Result<(), A::Error> {
+            if std::mem::replace(seen, true) {
+                return Err(de::Error::duplicate_field(name));
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                /// Takes the value of a field, which must not have been seen before.
-                fn field<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
-                    map: &mut A,
-                    slot: &mut Option<T>,
-                    seen: &mut bool,
-                    name: &'static str,
-                ) -> Result<(), A::Error> {
-                    if std::mem::replace(seen, true) {
-                        return Err(de::Error::duplicate_field(name));
-                    }
-                    *slot = map.next_value()?;
-                    Ok(())
+            *slot = map.next_value()?;
+            Ok(())
+        }
+        let w = self.0;
+        let mut seen = [false; 8];
+        while let Some(key) = map.next_key::<MaybeBorrowed<'de>>()? {
+            match key.0.as_ref() {
+                "id" => field(&mut map, &mut w.id, &mut seen[0], "id")?,
+                "ts" => field(&mut map, &mut w.ts, &mut seen[1], "ts")?,
+                "ids" => field(&mut map, &mut w.ids, &mut seen[2], "ids")?,
+                "channel" => field(&mut map, &mut w.channel, &mut seen[3], "channel")?,
+                "kind" => field(&mut map, &mut w.kind, &mut seen[4], "kind")?,
+                "value" => field(&mut map, &mut w.value, &mut seen[5], "value")?,
+                "campaign" => field(&mut map, &mut w.campaign, &mut seen[6], "campaign")?,
+                "attrs" => field(&mut map, &mut w.attrs, &mut seen[7], "attrs")?,
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
                 }
-                let mut w = Wire::default();
-                let mut seen = [false; 8];
-                while let Some(key) = map.next_key::<MaybeBorrowed<'de>>()? {
-                    match key.0.as_ref() {
-                        "id" => field(&mut map, &mut w.id, &mut seen[0], "id")?,
-                        "ts" => field(&mut map, &mut w.ts, &mut seen[1], "ts")?,
-                        "ids" => field(&mut map, &mut w.ids, &mut seen[2], "ids")?,
-                        "channel" => field(&mut map, &mut w.channel, &mut seen[3], "channel")?,
-                        "kind" => field(&mut map, &mut w.kind, &mut seen[4], "kind")?,
-                        "value" => field(&mut map, &mut w.value, &mut seen[5], "value")?,
-                        "campaign" => field(&mut map, &mut w.campaign, &mut seen[6], "campaign")?,
-                        "attrs" => field(&mut map, &mut w.attrs, &mut seen[7], "attrs")?,
-                        _ => {
-                            map.next_value::<de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(w)
             }
         }
-        d.deserialize_map(V)
+        Ok(())
     }
 }
 
@@ -344,7 +344,9 @@ pub fn decode<'a>(payload: &'a [u8], subject: Option<&str>, now_ms: i64, cx: &De
     if !text.trim_start().starts_with('{') {
         return Err(Rejection::new(RejectReason::NotJson, "payload is not a JSON object"));
     }
-    let wire: Wire<'a> = serde_json::from_str(text).map_err(|e| {
+    let mut wire = Wire::default();
+    let mut de = serde_json::Deserializer::from_str(text);
+    FillWire(&mut wire).deserialize(&mut de).and_then(|()| de.end()).map_err(|e| {
         // A JSON document that is not an object (or has a duplicate key) is still "not an event object".
         Rejection::new(RejectReason::NotJson, format!("not a JSON object: {e}"))
     })?;
