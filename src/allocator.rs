@@ -11,11 +11,12 @@
 //! scattered over gigabytes and visited at random; with 4 KiB pages nearly
 //! every event also misses the TLB. Starting journeyd with
 //! [`THP_ENV`]`=`[`THP_CONF`] backs jemalloc's arenas with 2 MiB pages: the
-//! engine bench at 1M customers gains 30–60% events/s per core, for ~4% more
-//! resident memory. But faulting in (and compacting for)
-//! a 2 MiB page stalls the faulting thread, and publish → transition p99 at
-//! 10k events/s went from ~1.4–2.4 ms to ~6 ms. Replays and backfills gain;
-//! a live deployment keeps the default.
+//! engine bench at 1M customers gains 17% events/s per core (30–60% before a
+//! customer's fixed state moved into its slot), for ~4% more resident
+//! memory. But faulting in (and compacting for) a 2 MiB page stalls the
+//! faulting thread, and publish → transition p99 at 10k events/s went from
+//! ~1.4–2.4 ms to ~6 ms. Engine-bound batch work may gain (replay, bound by
+//! its router, does not); a live deployment keeps the default.
 
 use std::alloc::{GlobalAlloc, Layout};
 use tikv_jemallocator::Jemalloc;
