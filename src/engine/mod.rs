@@ -46,12 +46,15 @@ impl Engine {
         };
         let batch = cfg.batch_size.unwrap_or(DEFAULT_BATCH);
         let depth = cfg.queue_batches.unwrap_or(DEFAULT_QUEUE_BATCHES);
+        // Nothing will be published (a replay): shards need not serialise
+        // output, nor events carry their payloads for it.
+        let discard = matches!(sink, Sink::Discard);
         let mut senders = Vec::with_capacity(shards);
         let mut workers = Vec::with_capacity(shards);
         for index in 0..shards {
             let (tx, rx) = tokio::sync::mpsc::channel(depth);
             let mut shard = shard::Shard::new(index, plan.clone(), ShardMetrics::new(metrics.clone(), plan.clone()));
-            if matches!(sink, Sink::Discard) {
+            if discard {
                 shard.discard_output();
             }
             let (engine_lat, e2e_lat) = (latency.recorder(Stage::Engine), latency.recorder(Stage::EndToEnd));
@@ -59,7 +62,7 @@ impl Engine {
             senders.push(tx);
         }
         let mut router = Router::new(plan.clone(), metrics.clone(), senders, batch, latency.recorder(Stage::Decode));
-        if matches!(sink, Sink::Discard) {
+        if discard {
             router.drop_payloads();
         }
         (Engine { plan, metrics, latency, workers }, router)

@@ -121,7 +121,17 @@ impl Shard {
         for f in fired {
             self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
             attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-            publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, &self.json, &mut self.scratch, c.one_id(), f, &origin);
+            publish(
+                self.emit.then_some(&mut self.out),
+                &mut self.metrics,
+                &self.subjects,
+                &self.json,
+                &mut self.scratch.json,
+                &self.scratch.credits,
+                c.one_id(),
+                f,
+                &origin,
+            );
         }
         c.touches.push(touch, plan.attribution.max_touches);
         c.first_seen = c.first_seen.min(t.ts);
@@ -177,8 +187,17 @@ impl Shard {
                     let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
                     for f in fired {
                         self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-                        self.scratch.credits.clear();
-                        publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, &self.json, &mut self.scratch, c.one_id(), f, &origin);
+                        publish(
+                            self.emit.then_some(&mut self.out),
+                            &mut self.metrics,
+                            &self.subjects,
+                            &self.json,
+                            &mut self.scratch.json,
+                            &[],
+                            c.one_id(),
+                            f,
+                            &origin,
+                        );
                     }
                 }
                 TimerKind::FunnelExpiry(fi) => {
@@ -252,7 +271,17 @@ impl Shard {
                 if side != m.to {
                     let f = Fired { model: m.model, from: side, to: m.to };
                     attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-                    publish(self.emit.then_some(&mut self.out), &mut self.metrics, &self.subjects, &self.json, &mut self.scratch, c.one_id(), f, &origin);
+                    publish(
+                        self.emit.then_some(&mut self.out),
+                        &mut self.metrics,
+                        &self.subjects,
+                        &self.json,
+                        &mut self.scratch.json,
+                        &self.scratch.credits,
+                        c.one_id(),
+                        f,
+                        &origin,
+                    );
                 }
             }
             if m.survivor != m.to {
@@ -377,33 +406,24 @@ fn attribute(plan: &Plan, metrics: &mut ShardMetrics, scratch: &mut Scratch, c: 
     sort_credits(plan, credits);
 }
 
-/// Counts a transition and, when output is kept, writes its JSON; its
-/// attribution is what [`attribute`] left in `scratch.credits`.
+/// Counts a transition and, when output is kept, writes its JSON (in `buf`,
+/// then copied out at its size) with `credits` as its attribution.
 #[allow(clippy::too_many_arguments)]
 fn publish(
     out: Option<&mut Vec<Outbound>>,
     metrics: &mut ShardMetrics,
     subjects: &TransitionSubjects,
     json: &TransitionJson,
-    scratch: &mut Scratch,
+    buf: &mut Vec<u8>,
+    credits: &[Credit],
     one_id: &str,
     f: Fired,
     o: &Origin,
 ) {
     metrics.transition(f.model, f.from, f.to, o.channel);
     let Some(out) = out else { return };
-    let t = Transition {
-        one_id,
-        model: f.model,
-        from: f.from,
-        to: f.to,
-        ts: o.ts,
-        event_id: o.event_id,
-        channel: o.channel,
-        reason: o.cause,
-        credits: &scratch.credits,
-    };
-    scratch.json.clear();
-    json.write(&mut scratch.json, &t);
-    out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: Bytes::copy_from_slice(&scratch.json) });
+    let t = Transition { one_id, model: f.model, from: f.from, to: f.to, ts: o.ts, event_id: o.event_id, channel: o.channel, reason: o.cause, credits };
+    buf.clear();
+    json.write(buf, &t);
+    out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: Bytes::copy_from_slice(buf) });
 }
