@@ -248,9 +248,22 @@ impl Shard {
         let Some(c) = self.customers.get_mut(into) else {
             // The survivor has no state here (it was forgotten meanwhile): the
             // absorbed customer continues under the survivor's key.
+            // Its timers are queued under its old key, which no longer finds
+            // it: queue them again under the survivor's.
             other.armed = 0;
             other.segment_due = i64::MAX;
             other.ids.extend(cause.new_ids.iter().cloned());
+            for (fi, funnel) in plan.funnels.iter().enumerate() {
+                if other.funnels[fi].reached > 0 {
+                    self.timers.push(Timer { due: funnel.expiry(&other.funnels[fi]), key: into, kind: TimerKind::FunnelExpiry(fi as u16) });
+                }
+            }
+            for (ti, state) in other.triggers.iter_mut().enumerate() {
+                state.armed = false;
+                if state.is_pending() {
+                    self.timers.push(Timer { due: state.pending_due, key: into, kind: TimerKind::TriggerDue(ti as u16) });
+                }
+            }
             arm(&mut self.timers, plan, into, &mut other);
             resegment(&mut self.timers, &self.metrics, plan, into, &mut other, cause.watermark);
             self.customers.insert(into, other);
@@ -426,4 +439,85 @@ fn publish(
     buf.clear();
     json.write(buf, &t);
     out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: Bytes::copy_from_slice(buf) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::EventId;
+    use crate::metrics::Metrics;
+    use crate::model::matcher::Touch;
+    use std::time::Instant;
+
+    const HOUR: i64 = 3_600_000;
+    const CONFIG: &str = r#"
+[channels]
+app = "tech"
+email = "low"
+
+[[model]]
+name = "lifecycle"
+stages = ["new", "customer"]
+initial = "new"
+transitions = [{ from = "new", to = "customer", on = { kind = "purchase" } }]
+
+[[funnel]]
+name = "checkout"
+steps = [{ kind = "cart_add" }, { kind = "purchase" }]
+window = "2h"
+
+[[trigger]]
+name = "abandoned_cart"
+on = { kind = "cart_add" }
+unless = { kind = "purchase" }
+within = "1h"
+channels = ["email"]
+
+[[trigger]]
+name = "reactivation"
+after_inactivity = "10h"
+channels = ["email"]
+"#;
+
+    fn shard() -> (Shard, Arc<Metrics>) {
+        let plan = Arc::new(Plan::new(crate::config::parse(CONFIG).expect("config").config));
+        let metrics = Arc::new(Metrics::new(&plan));
+        (Shard::new(0, plan.clone(), ShardMetrics::new(metrics.clone(), plan)), metrics)
+    }
+
+    fn event(shard: &Shard, key: CustomerKey, kind: &str, ts: i64) -> EventOp {
+        let cat = &shard.plan.catalog;
+        EventOp {
+            key,
+            touch: Touch { ts, channel: cat.channel("app").expect("app"), kind: cat.kind(kind), value: None },
+            watermark: ts,
+            payload: Bytes::new(),
+            event_id: EventId::Owned(format!("e{ts}").into()),
+            new_ids: Vec::new(),
+            consent: None,
+            received: Instant::now(),
+        }
+    }
+
+    fn triggers_sent(shard: &mut Shard) -> Vec<String> {
+        let subjects = shard.out.iter().map(|o| o.subject.to_string()).filter(|s| s.starts_with("journey.trigger.")).collect();
+        shard.out.clear();
+        subjects
+    }
+
+    #[test]
+    fn a_customer_absorbed_into_a_forgotten_survivor_keeps_its_timers() {
+        let (mut s, metrics) = shard();
+        s.apply_event(&event(&s, 1, "cart_add", 0));
+        let other = s.evict(1, 0).expect("customer 1");
+        let cause = MergeCause { ts: 1, channel: 0, event_id: "m".into(), watermark: 1, new_ids: Vec::new() };
+        s.merge(2, other, &cause);
+        s.advance(HOUR + 1);
+        assert_eq!(triggers_sent(&mut s), ["journey.trigger.abandoned_cart"], "the pending trigger fires under the new key");
+        s.advance(3 * HOUR);
+        s.metrics.flush();
+        assert_eq!(metrics.funnels[0].dropped_at.iter().map(|c| c.get()).sum::<u64>(), 1, "the open funnel attempt expires");
+        s.advance(11 * HOUR);
+        assert_eq!(triggers_sent(&mut s), ["journey.trigger.reactivation"], "inactivity is armed again");
+    }
 }
