@@ -96,11 +96,10 @@ impl Customer {
         for (_, v) in &self.ids {
             super::table::prefetch(v.as_ptr());
         }
-        prefetch_slice(&self.counts.by_channel);
-        prefetch_slice(&self.counts.by_kind);
-        let (purchases, engagements) = self.segment.times();
-        prefetch_slice(purchases);
-        prefetch_slice(engagements);
+        self.counts.prefetch();
+        if let Some(times) = self.segment.spilled() {
+            prefetch_slice(times);
+        }
     }
 
     /// The ONE_ID: the value of the highest-priority id type (lowest type id),
@@ -110,8 +109,7 @@ impl Customer {
     }
 
     pub fn count_activity(&mut self, channel: ChannelId, kind: KindId) {
-        bump(&mut self.counts.by_channel, channel, 1);
-        bump(&mut self.counts.by_kind, kind, 1);
+        self.counts.add(channel, kind);
     }
 
     /// Records a consent answer; the latest answer per purpose and channel wins.
@@ -136,12 +134,7 @@ impl Customer {
         }
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        for (c, n) in other.counts.by_channel.drain(..) {
-            bump(&mut self.counts.by_channel, c, n);
-        }
-        for (k, n) in other.counts.by_kind.drain(..) {
-            bump(&mut self.counts.by_kind, k, n);
-        }
+        self.counts.absorb(&other.counts);
         for c in other.consent.drain(..) {
             match self.consent.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
                 Some(e) => {
@@ -165,8 +158,14 @@ impl Customer {
             .zip(self.journey.stages.iter())
             .map(|(m, (s, since))| (m.name.clone(), StageView { stage: m.stage_name(*s).to_string(), since: *since }))
             .collect();
-        let by_channel = self.counts.by_channel.iter().map(|(c, n)| (cat.channel_name(*c).to_string(), *n as u64)).collect();
-        let by_kind = self.counts.by_kind.iter().map(|(k, n)| (cat.kind_name(*k).to_string(), *n as u64)).collect();
+        let mut by_channel = BTreeMap::new();
+        for (c, n) in self.counts.channels() {
+            *by_channel.entry(cat.channel_name(c).to_string()).or_default() += n;
+        }
+        let mut by_kind = BTreeMap::new();
+        for (k, n) in self.counts.kinds() {
+            *by_kind.entry(cat.kind_name(k).to_string()).or_default() += n;
+        }
         let consent = self
             .consent
             .iter()
@@ -191,18 +190,69 @@ impl Customer {
 
 /// A customer's events by channel and by kind, for the query API. Kept as
 /// two short lists rather than one per (channel, kind) pair: a customer on
-/// three channels with eight kinds needs 11 entries instead of 24.
+/// three channels with eight kinds needs 11 entries instead of 24. Both live
+/// in the customer's slot for up to [`INLINE_CHANNELS`] channels and
+/// [`INLINE_KINDS`] kinds. A count is 16 bits: one that is full gets a
+/// second entry for the same id, and readers add up an id's entries, so no
+/// event goes uncounted.
 #[derive(Clone, Debug, Default)]
 pub struct Counts {
-    pub by_channel: Vec<(ChannelId, u32)>,
-    pub by_kind: Vec<(KindId, u32)>,
+    by_channel: SmallVec<[(ChannelId, u16); INLINE_CHANNELS]>,
+    by_kind: SmallVec<[(KindId, u16); INLINE_KINDS]>,
 }
 
-/// Adds `n` to the entry of `id`, appending it if absent.
-fn bump(entries: &mut Vec<(u16, u32)>, id: u16, n: u32) {
-    match entries.iter_mut().find(|(e, _)| *e == id) {
-        Some(e) => e.1 = e.1.saturating_add(n),
-        None => entries.push((id, n)),
+pub const INLINE_CHANNELS: usize = 4;
+pub const INLINE_KINDS: usize = 8;
+
+impl Counts {
+    pub fn add(&mut self, channel: ChannelId, kind: KindId) {
+        bump(&mut self.by_channel, channel, 1);
+        bump(&mut self.by_kind, kind, 1);
+    }
+
+    /// Adds another customer's counts (a merge).
+    pub fn absorb(&mut self, other: &Counts) {
+        for &(c, n) in &other.by_channel {
+            bump(&mut self.by_channel, c, u64::from(n));
+        }
+        for &(k, n) in &other.by_kind {
+            bump(&mut self.by_kind, k, u64::from(n));
+        }
+    }
+
+    /// Starts loading the lists that left the slot.
+    pub fn prefetch(&self) {
+        use super::table::prefetch_slice;
+        if self.by_channel.spilled() {
+            prefetch_slice(&self.by_channel);
+        }
+        if self.by_kind.spilled() {
+            prefetch_slice(&self.by_kind);
+        }
+    }
+
+    /// Channels and their counts; a channel may come more than once (add them up).
+    pub fn channels(&self) -> impl Iterator<Item = (ChannelId, u64)> + '_ {
+        self.by_channel.iter().map(|&(c, n)| (c, u64::from(n)))
+    }
+
+    /// Kinds and their counts; a kind may come more than once (add them up).
+    pub fn kinds(&self) -> impl Iterator<Item = (KindId, u64)> + '_ {
+        self.by_kind.iter().map(|&(k, n)| (k, u64::from(n)))
+    }
+}
+
+/// Adds `n` to `id`'s count: to its last entry until that is full, then in new entries.
+fn bump<A: smallvec::Array<Item = (u16, u16)>>(entries: &mut SmallVec<A>, id: u16, mut n: u64) {
+    if let Some(e) = entries.iter_mut().rev().find(|(e, _)| *e == id) {
+        let room = u64::from(u16::MAX - e.1).min(n);
+        e.1 += room as u16;
+        n -= room;
+    }
+    while n > 0 {
+        let part = n.min(u64::from(u16::MAX));
+        entries.push((id, part as u16));
+        n -= part;
     }
 }
 
@@ -238,4 +288,34 @@ pub struct ConsentView {
     pub channel: String,
     pub granted: bool,
     pub ts: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(it: impl Iterator<Item = (u16, u64)>) -> BTreeMap<u16, u64> {
+        let mut m = BTreeMap::new();
+        for (id, n) in it {
+            *m.entry(id).or_default() += n;
+        }
+        m
+    }
+
+    #[test]
+    fn counts_past_sixteen_bits_take_more_entries_and_lose_nothing() {
+        let mut a = Counts::default();
+        for _ in 0..70_000 {
+            a.add(1, 7);
+        }
+        a.add(2, 7);
+        let mut b = Counts::default();
+        bump(&mut b.by_channel, 1, 200_000);
+        bump(&mut b.by_kind, 9, 3);
+        a.absorb(&b);
+        assert_eq!(totals(a.channels()), BTreeMap::from([(1, 270_000), (2, 1)]));
+        assert_eq!(totals(a.kinds()), BTreeMap::from([(7, 70_001), (9, 3)]));
+        assert!(a.by_channel.iter().all(|(_, n)| *n > 0), "no empty entries");
+        assert_eq!(a.by_channel.len(), 6, "270000 = 4 full entries + 7860, and channel 2");
+    }
 }

@@ -6,6 +6,7 @@
 use super::matcher::IdSet;
 use crate::catalog::{Catalog, KindId};
 use crate::config::SegmentConfig;
+use smallvec::SmallVec;
 
 pub const LEVELS: [&str; 3] = ["none", "low", "high"];
 
@@ -18,39 +19,58 @@ pub struct Segments {
     engagement_high: usize,
 }
 
+/// Times a customer keeps in its own slot: the default `purchase_high` +
+/// `engagement_high`. Larger settings move the times to the heap.
+pub const INLINE_ACTIVITY: usize = 13;
+
 /// The most recent event times per axis, at most `high` of each (enough to
-/// tell none / low / high).
+/// tell none / low / high): the purchase times, then the engagement times,
+/// each in time order, in one array.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Activity {
-    purchases: Vec<i64>,
-    engagements: Vec<i64>,
+    times: SmallVec<[i64; INLINE_ACTIVITY]>,
+    /// How many of `times` are purchases.
+    purchases: u32,
 }
 
 impl Activity {
-    /// The recent purchase and engagement times (for a prefetch).
-    pub fn times(&self) -> (&[i64], &[i64]) {
-        (&self.purchases, &self.engagements)
+    fn purchases(&self) -> &[i64] {
+        &self.times[..self.purchases as usize]
+    }
+
+    fn engagements(&self) -> &[i64] {
+        &self.times[self.purchases as usize..]
+    }
+
+    /// The recorded times, when they have left the customer's slot (for a prefetch).
+    pub fn spilled(&self) -> Option<&[i64]> {
+        self.times.spilled().then_some(&self.times[..])
     }
 }
 
 /// A cell of the matrix: `purchase * 3 + engagement`, each 0 none, 1 low, 2 high.
 pub type Cell = u8;
 
-/// Inserts `ts` in order, keeping the latest `max` times. The vector grows
-/// by doubling but never past `max`: this is per-customer state, and plain
-/// doubling would leave up to half of it unused.
-fn keep_latest(v: &mut Vec<i64>, ts: i64, max: usize) {
-    let mut at = v.partition_point(|&t| t <= ts);
-    if v.len() >= max {
-        if at == 0 {
-            return; // older than every time kept
+/// Inserts `ts` in order into `v[lo..hi]`, keeping the latest `max` times
+/// there; returns the range's new end. Past the slot, the array grows by
+/// doubling but never past `total` (both axes' maximum): this is
+/// per-customer state, and plain doubling would leave up to half of it unused.
+fn keep_latest(v: &mut SmallVec<[i64; INLINE_ACTIVITY]>, (lo, hi): (usize, usize), ts: i64, max: usize, total: usize) -> usize {
+    let mut at = lo + v[lo..hi].partition_point(|&t| t <= ts);
+    if hi - lo >= max {
+        if at == lo {
+            return hi; // older than every time kept
         }
-        v.remove(0);
+        v.remove(lo);
         at -= 1;
-    } else if v.len() == v.capacity() {
-        v.reserve_exact(v.len().max(4).min(max - v.len()));
+        v.insert(at, ts);
+        return hi;
+    }
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len().max(4).min(total.saturating_sub(v.len()).max(1)));
     }
     v.insert(at, ts);
+    hi + 1
 }
 
 fn level(v: &[i64], horizon: i64, high: usize) -> u8 {
@@ -84,19 +104,30 @@ impl Segments {
     pub fn record(&self, a: &mut Activity, kind: KindId, ts: i64) -> bool {
         let mut counted = false;
         if self.purchase.contains(kind) {
-            keep_latest(&mut a.purchases, ts, self.purchase_high);
+            self.add_purchase(a, ts);
             counted = true;
         }
         if self.engagement.contains(kind) {
-            keep_latest(&mut a.engagements, ts, self.engagement_high);
+            self.add_engagement(a, ts);
             counted = true;
         }
         counted
     }
 
+    fn add_purchase(&self, a: &mut Activity, ts: i64) {
+        let total = self.purchase_high + self.engagement_high;
+        a.purchases = keep_latest(&mut a.times, (0, a.purchases as usize), ts, self.purchase_high, total) as u32;
+    }
+
+    fn add_engagement(&self, a: &mut Activity, ts: i64) {
+        let total = self.purchase_high + self.engagement_high;
+        let range = (a.purchases as usize, a.times.len());
+        keep_latest(&mut a.times, range, ts, self.engagement_high, total);
+    }
+
     pub fn cell(&self, a: &Activity, watermark: i64) -> Cell {
         let horizon = watermark.saturating_sub(self.window);
-        level(&a.purchases, horizon, self.purchase_high) * 3 + level(&a.engagements, horizon, self.engagement_high)
+        level(a.purchases(), horizon, self.purchase_high) * 3 + level(a.engagements(), horizon, self.engagement_high)
     }
 
     /// The next watermark at which the cell changes if no event comes: on an
@@ -109,18 +140,18 @@ impl Segments {
             1 => v.last().map(|t| t.saturating_add(self.window)),
             _ => None,
         };
-        match (axis(&a.purchases, self.purchase_high), axis(&a.engagements, self.engagement_high)) {
+        match (axis(a.purchases(), self.purchase_high), axis(a.engagements(), self.engagement_high)) {
             (Some(p), Some(e)) => Some(p.min(e)),
             (p, e) => p.or(e),
         }
     }
 
     pub fn merge(&self, a: &mut Activity, other: Activity) {
-        for t in other.purchases {
-            keep_latest(&mut a.purchases, t, self.purchase_high);
+        for &t in other.purchases() {
+            self.add_purchase(a, t);
         }
-        for t in other.engagements {
-            keep_latest(&mut a.engagements, t, self.engagement_high);
+        for &t in other.engagements() {
+            self.add_engagement(a, t);
         }
     }
 }
@@ -137,15 +168,33 @@ mod tests {
     const DAY: i64 = 86_400_000;
 
     #[test]
-    fn keeps_the_latest_times_in_order_without_slack() {
-        let mut v = Vec::new();
+    fn keeps_the_latest_times_of_each_axis_in_order() {
+        let mut v = SmallVec::new();
+        let mut p = 0;
         for t in [50, 10, 40, 30, 20, 60, 5] {
-            keep_latest(&mut v, t, 4);
+            p = keep_latest(&mut v, (0, p), t, 4, 7);
         }
-        assert_eq!(v, [30, 40, 50, 60]);
-        assert_eq!(v.capacity(), 4);
-        keep_latest(&mut v, 45, 4);
-        assert_eq!(v, [40, 45, 50, 60]);
+        for t in [7, 3, 9, 1] {
+            let end = v.len();
+            keep_latest(&mut v, (p, end), t, 3, 7);
+        }
+        assert_eq!(v[..], [30, 40, 50, 60, 3, 7, 9]);
+        p = keep_latest(&mut v, (0, p), 45, 4, 7);
+        assert_eq!((p, &v[..]), (4, &[40, 45, 50, 60, 3, 7, 9][..]));
+    }
+
+    #[test]
+    fn past_the_slot_the_times_grow_to_the_total_without_slack() {
+        let mut v = SmallVec::new();
+        let mut p = 0;
+        for t in 0..40 {
+            p = keep_latest(&mut v, (0, p), t, 20, 40);
+            let end = v.len();
+            keep_latest(&mut v, (p, end), 100 + t, 20, 40);
+        }
+        assert_eq!(v.len(), 40);
+        assert_eq!(v.capacity(), 40);
+        assert_eq!(v[..], (20..40).chain(120..140).collect::<Vec<i64>>()[..]);
     }
 
     #[test]
