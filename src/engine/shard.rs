@@ -141,7 +141,7 @@ impl Shard {
             c.set_consent(Consent { purpose: change.purpose.clone(), channel: change.channel, granted: change.granted, ts: t.ts });
         }
         for (fi, funnel) in plan.funnels.iter().enumerate() {
-            let metrics = &self.metrics;
+            let metrics = &mut self.metrics;
             if funnel.on_event(&mut c.funnels[fi], t, |e| metrics.funnel(fi, e)) {
                 self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: ev.key, kind: TimerKind::FunnelExpiry(fi as u16) });
             }
@@ -201,7 +201,7 @@ impl Shard {
                     }
                 }
                 TimerKind::FunnelExpiry(fi) => {
-                    let metrics = &self.metrics;
+                    let metrics = &mut self.metrics;
                     plan.funnels[fi as usize].on_watermark(&mut c.funnels[fi as usize], watermark, |e| metrics.funnel(fi as usize, e));
                 }
                 TimerKind::Segment => {

@@ -49,6 +49,9 @@ pub struct ShardMetrics {
     events: Slots,
     transitions: Vec<Slots>,
     touches: Slots,
+    /// Funnel attempts started and completed, by funnel and entry channel.
+    funnel_entered: Slots,
+    funnel_completed: Slots,
     engine: LocalHistogram,
     end_to_end: LocalHistogram,
     stages_first_model: usize,
@@ -86,6 +89,8 @@ impl ShardMetrics {
             events: Slots::new(c * k),
             transitions,
             touches: Slots::new(c * stages_first_model),
+            funnel_entered: Slots::new(plan.funnels.len() * c),
+            funnel_completed: Slots::new(plan.funnels.len() * c),
             stages_first_model,
             shared,
             plan,
@@ -128,21 +133,25 @@ impl ShardMetrics {
     }
 
     /// A funnel moved for one customer.
-    pub fn funnel(&self, funnel: usize, ev: FunnelEvent) {
-        let f = &self.shared.funnels[funnel];
-        let name = self.plan.funnels[funnel].name.as_str();
+    pub fn funnel(&mut self, funnel: usize, ev: FunnelEvent) {
+        let (plan, shared) = (&self.plan, &self.shared);
+        let f = &shared.funnels[funnel];
+        let name = plan.funnels[funnel].name.as_str();
+        let per_channel = |channel: ChannelId| funnel * plan.catalog.channel_count() + channel as usize;
         match ev {
             FunnelEvent::Reached { step, channel } => {
                 f.steps[step].inc();
                 if step == 0 {
-                    self.shared.funnel_entered.with_label_values(&[name, self.plan.catalog.channel_name(channel)]).inc();
+                    let label = plan.catalog.channel_name(channel);
+                    self.funnel_entered.inc_by(per_channel(channel), 1, || shared.funnel_entered.with_label_values(&[name, label]).local());
                 }
             }
             FunnelEvent::Completed { duration_ms, entry_channel } => {
                 f.completed.inc();
                 f.duration.observe(duration_ms.max(0) as f64 / 1000.0);
                 f.durations_ms.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(duration_ms.max(0) as u64);
-                self.shared.funnel_completed_by_channel.with_label_values(&[name, self.plan.catalog.channel_name(entry_channel)]).inc();
+                let label = plan.catalog.channel_name(entry_channel);
+                self.funnel_completed.inc_by(per_channel(entry_channel), 1, || shared.funnel_completed_by_channel.with_label_values(&[name, label]).local());
             }
             FunnelEvent::Dropped { at_step } => f.dropped_at[at_step.min(f.dropped_at.len() - 1)].inc(),
         }
@@ -206,6 +215,8 @@ impl ShardMetrics {
     pub fn flush(&mut self) {
         self.events.flush();
         self.touches.flush();
+        self.funnel_entered.flush();
+        self.funnel_completed.flush();
         for t in &mut self.transitions {
             t.flush();
         }
