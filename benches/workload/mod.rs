@@ -10,7 +10,6 @@
 //! honest one for "events/s at N customers". A sweep visits every customer
 //! once in a scrambled order, to give each the same number of events.
 
-use bytes::Bytes;
 use journeyd::catalog::{ChannelId, IdTypeId, KindId};
 use journeyd::engine::ops::{EventId, EventOp};
 use journeyd::engine::shard::Shard;
@@ -156,8 +155,7 @@ impl Workload {
             key: 0,
             touch: Touch { ts: 0, channel: 0, kind: 0, value: None },
             watermark: 0,
-            payload: Bytes::new(),
-            event_id: EventId::Span(0, 0),
+            event_id: EventId::new(""),
             new_ids: Vec::with_capacity(2),
             consent: None,
             received: Instant::now(),

@@ -61,10 +61,7 @@ impl Engine {
             workers.push(tokio::spawn(worker::run(shard, rx, sink.clone(), engine_lat, e2e_lat)));
             senders.push(tx);
         }
-        let mut router = Router::new(plan.clone(), metrics.clone(), senders, batch, latency.recorder(Stage::Decode));
-        if discard {
-            router.drop_payloads();
-        }
+        let router = Router::new(plan.clone(), metrics.clone(), senders, batch, latency.recorder(Stage::Decode));
         (Engine { plan, metrics, latency, workers }, router)
     }
 

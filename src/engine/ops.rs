@@ -7,15 +7,40 @@ use crate::catalog::{ChannelId, IdTypeId};
 use crate::event::ConsentChange;
 use crate::identity::CustomerKey;
 use crate::model::Touch;
-use bytes::Bytes;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
-/// Where an event's id is: a span of its payload, or (when it had escapes) owned.
+/// Event ids up to this long travel inside the op (a UUID is 36).
+pub const INLINE_EVENT_ID: usize = 46;
+
+/// An event's id, copied out of its payload so that the payload's buffer is
+/// released on the router's thread, not shared with the shards': kept inline
+/// up to [`INLINE_EVENT_ID`] bytes, boxed beyond.
 #[derive(Debug, Clone)]
 pub enum EventId {
-    Span(u32, u32),
+    Inline { len: u8, bytes: [u8; INLINE_EVENT_ID] },
     Owned(Box<str>),
+}
+
+impl EventId {
+    pub fn new(id: &str) -> EventId {
+        match id.len() {
+            len if len <= INLINE_EVENT_ID => {
+                let mut bytes = [0; INLINE_EVENT_ID];
+                bytes[..len].copy_from_slice(id.as_bytes());
+                EventId::Inline { len: len as u8, bytes }
+            }
+            _ => EventId::Owned(id.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Copied whole from a `str`: always valid.
+            EventId::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default(),
+            EventId::Owned(s) => s,
+        }
+    }
 }
 
 /// One accepted event, resolved to its customer.
@@ -25,7 +50,6 @@ pub struct EventOp {
     pub touch: Touch,
     /// The watermark with this event taken into account.
     pub watermark: i64,
-    pub payload: Bytes,
     pub event_id: EventId,
     pub new_ids: Vec<(IdTypeId, Box<str>)>,
     pub consent: Option<Box<ConsentChange>>,
@@ -34,10 +58,7 @@ pub struct EventOp {
 
 impl EventOp {
     pub fn event_id(&self) -> &str {
-        match &self.event_id {
-            EventId::Span(a, b) => self.payload.get(*a as usize..*b as usize).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or(""),
-            EventId::Owned(s) => s,
-        }
+        self.event_id.as_str()
     }
 }
 

@@ -14,7 +14,6 @@ use crate::ingest::dedup::Dedup;
 use crate::metrics::latency::Recorder;
 use crate::metrics::{Metrics, Stage};
 use crate::model::{Plan, Touch};
-use bytes::Bytes;
 use prometheus::local::LocalHistogram;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,9 +44,6 @@ pub struct Router {
     batch_since: Vec<Option<Instant>>,
     /// Live: a batch is sent once its oldest event has waited this long, full or not.
     max_hold: Option<std::time::Duration>,
-    /// Whether events carry their payload to the shards (for the event ids
-    /// of what they publish); not when the shards publish nothing.
-    keep_payloads: bool,
     decode_hist: LocalHistogram,
     decode_lat: Recorder,
     decode_samples: Vec<u64>,
@@ -71,7 +67,6 @@ impl Router {
             handed: vec![i64::MIN; senders.len()],
             batch_since: vec![None; senders.len()],
             max_hold: None,
-            keep_payloads: true,
             decode_hist: metrics.processing.with_label_values(&[Stage::Decode.as_str()]).local(),
             decode_samples: Vec::new(),
             senders,
@@ -89,12 +84,6 @@ impl Router {
         self.max_hold = Some(hold);
     }
 
-    /// The shards publish nothing (a replay): events need not hold on to
-    /// their payloads.
-    pub fn drop_payloads(&mut self) {
-        self.keep_payloads = false;
-    }
-
     pub fn watermark(&self) -> i64 {
         self.watermark.current()
     }
@@ -108,7 +97,7 @@ impl Router {
     }
 
     /// Takes one input through decode, dedup, lateness and identity, and queues it.
-    pub async fn ingest(&mut self, payload: &Bytes, subject: Option<&str>, received: Instant, now_ms: i64) -> Outcome {
+    pub async fn ingest(&mut self, payload: &[u8], subject: Option<&str>, received: Instant, now_ms: i64) -> Outcome {
         let cfg = &self.plan.config;
         let cx = DecodeContext {
             catalog: &self.plan.catalog,
@@ -145,13 +134,7 @@ impl Router {
         let key = resolved.key;
         let shard = shard_of(key, self.senders.len());
         let touch = Touch { ts: d.ts, channel: d.channel, kind: d.kind, value: d.value };
-        let event_id = match &d.id {
-            std::borrow::Cow::Borrowed(s) => {
-                let start = s.as_ptr() as usize - payload.as_ptr() as usize;
-                EventId::Span(start as u32, (start + s.len()) as u32)
-            }
-            std::borrow::Cow::Owned(s) => EventId::Owned(s.as_str().into()),
-        };
+        let event_id = EventId::new(&d.id);
         let mut new_ids = resolved.new_ids;
         for (i, &absorbed) in resolved.absorbed.iter().enumerate() {
             self.metrics.merges.inc();
@@ -179,8 +162,7 @@ impl Router {
         self.decode_hist.observe(decode_ns.as_secs_f64());
         self.decode_samples.push(decode_ns.as_nanos() as u64);
         self.handed[shard] = watermark;
-        let payload = if self.keep_payloads { payload.clone() } else { Bytes::new() };
-        self.pending[shard].push(Op::Event(EventOp { key, touch, watermark, payload, event_id, new_ids, consent, received }));
+        self.pending[shard].push(Op::Event(EventOp { key, touch, watermark, event_id, new_ids, consent, received }));
         let since = *self.batch_since[shard].get_or_insert(received);
         if self.pending[shard].len() >= self.batch_size || self.max_hold.is_some_and(|h| received.duration_since(since) >= h) {
             self.flush_shard(shard).await;
