@@ -3,7 +3,7 @@
 //! for the query API.
 
 use crate::catalog::{Catalog, ChannelId, IdTypeId, IdTypes, KindId};
-use crate::model::attribution::Touches;
+use crate::model::attribution::{PackedTouch, Touches};
 use crate::model::funnel::FunnelState;
 use crate::model::segment::{Activity, Cell};
 use crate::model::{Journey, Plan};
@@ -91,11 +91,11 @@ impl Customer {
         for w in &self.journey.windows {
             prefetch_slice(w.times());
         }
-        prefetch_slice(self.touches.as_slice());
-        // The ONE_ID, for a transition's JSON.
-        for (_, v) in &self.ids {
-            super::table::prefetch(v.as_ptr());
+        if let Some(t) = self.touches.next_slot() {
+            super::table::prefetch((t as *const PackedTouch).cast());
         }
+        // The ONE_ID, for a transition's JSON.
+        super::table::prefetch(self.one_id().as_ptr());
         self.counts.prefetch();
         if let Some(times) = self.segment.spilled() {
             prefetch_slice(times);

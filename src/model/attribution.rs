@@ -69,9 +69,10 @@ pub struct Touches {
 }
 
 impl Touches {
-    /// The ring as it lies in memory (for a prefetch; not in time order).
-    pub fn as_slice(&self) -> &[PackedTouch] {
-        &self.ring
+    /// Where the next touch is written, when the ring is full (for a
+    /// prefetch: an event writes one touch; only a transition reads them all).
+    pub fn next_slot(&self) -> Option<&PackedTouch> {
+        self.ring.get(self.head as usize)
     }
 
     pub fn push(&mut self, t: PackedTouch, max: usize) {
