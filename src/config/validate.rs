@@ -78,6 +78,9 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     if c.triggers.len() > 1024 {
         f.error("trigger", "at most 1024 triggers");
     }
+    if c.triggers.iter().filter(|t| t.after_inactivity.is_some()).count() > 32 {
+        f.error("trigger", "at most 32 triggers with `after_inactivity`");
+    }
     f.0
 }
 
@@ -354,6 +357,14 @@ mod tests {
         let e = errors(MODEL);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("line 7: error: model[0].transitions[1].to: unknown stage `zz`"), "{e:?}");
+    }
+
+    #[test]
+    fn more_than_32_inactivity_triggers_are_refused() {
+        let trigger = |i: usize| format!("[[trigger]]\nname = \"t{i}\"\nafter_inactivity = \"{}d\"\nchannels = [\"app\"]\n", i + 1);
+        let config = |n: usize| format!("[channels]\napp = \"tech\"\n{}", (0..n).map(trigger).collect::<String>());
+        assert_eq!(errors(&config(32)), Vec::<String>::new());
+        assert_eq!(errors(&config(33)), ["line 3: error: trigger: at most 32 triggers with `after_inactivity`"]);
     }
 
     #[test]

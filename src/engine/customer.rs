@@ -36,8 +36,9 @@ pub struct Customer {
     /// Events by channel and by kind.
     pub counts: Counts,
     pub consent: Vec<Consent>,
-    /// Bit `i` set while an inactivity timer of duration `i` is queued.
-    pub armed: u32,
+    /// Bit `i` set while an inactivity timer of duration `i` is queued; bit
+    /// `32 + j` while the timer of the `j`-th inactivity trigger is.
+    pub armed: u64,
     /// The last touches, for attribution.
     pub touches: Touches,
     /// Per funnel, the open attempt.

@@ -181,7 +181,7 @@ impl Shard {
                         self.timers.push(Timer { due, ..timer });
                         continue;
                     }
-                    c.armed &= !(1u32 << which);
+                    c.armed &= !(1u64 << which);
                     let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
                     plan.on_timer(&mut c.journey, which, timer.due, |f| fired.push(f));
                     let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
@@ -224,7 +224,7 @@ impl Shard {
                         self.timers.push(Timer { due, ..timer });
                         continue;
                     }
-                    c.triggers[ti].armed = false;
+                    c.armed &= !plan.triggers[ti].armed_bit;
                     let from = c.last_seen;
                     send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "inactivity");
                 }
@@ -258,8 +258,7 @@ impl Shard {
                     self.timers.push(Timer { due: funnel.expiry(&other.funnels[fi]), key: into, kind: TimerKind::FunnelExpiry(fi as u16) });
                 }
             }
-            for (ti, state) in other.triggers.iter_mut().enumerate() {
-                state.armed = false;
+            for (ti, state) in other.triggers.iter().enumerate() {
                 if state.is_pending() {
                     self.timers.push(Timer { due: state.pending_due, key: into, kind: TimerKind::TriggerDue(ti as u16) });
                 }
@@ -338,7 +337,7 @@ impl Shard {
 /// Queues the inactivity timers a customer lacks, due at last event + D.
 fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer) {
     for (i, d) in plan.inactivity.iter().enumerate() {
-        let bit = 1u32 << i;
+        let bit = 1u64 << i;
         if c.armed & bit == 0 {
             c.armed |= bit;
             timers.push(Timer { due: c.last_seen.saturating_add(*d), key, kind: TimerKind::Inactivity(i as u8) });
@@ -346,8 +345,8 @@ fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer)
     }
     for (ti, trigger) in plan.triggers.iter().enumerate() {
         if let Some(d) = trigger.inactivity() {
-            if !c.triggers[ti].armed {
-                c.triggers[ti].armed = true;
+            if c.armed & trigger.armed_bit == 0 {
+                c.armed |= trigger.armed_bit;
                 timers.push(Timer { due: c.last_seen.saturating_add(d), key, kind: TimerKind::TriggerInactivity(ti as u16) });
             }
         }

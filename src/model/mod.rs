@@ -103,7 +103,12 @@ impl Plan {
         let attribution = attribution::Attributor::new(&config.attribution);
         let funnels = config.funnels.iter().map(|f| funnel::Funnel::compile(f, &catalog)).collect();
         let segments = segment::Segments::new(&config.segments, &catalog);
-        let triggers = config.triggers.iter().map(|t| crate::trigger::Trigger::compile(t, &catalog)).collect();
+        let mut triggers: Vec<crate::trigger::Trigger> = config.triggers.iter().map(|t| crate::trigger::Trigger::compile(t, &catalog)).collect();
+        // Inactivity durations take the low 32 bits of a customer's `armed`
+        // mask, inactivity triggers the high 32 (both limits are validated).
+        for (n, t) in triggers.iter_mut().filter(|t| t.inactivity().is_some()).enumerate() {
+            t.armed_bit = 1u64.checked_shl(32 + n as u32).unwrap_or(0);
+        }
         Plan { config, catalog, models, counted, inactivity, attribution, funnels, segments, triggers }
     }
 

@@ -75,6 +75,9 @@ pub struct Trigger {
     cap: Option<(u32, i64)>,
     quiet: Option<QuietHours>,
     consent: Option<Box<str>>,
+    /// For an inactivity trigger: its bit in the customer's `armed` mask
+    /// (set while its timer is queued); 0 otherwise.
+    pub armed_bit: u64,
 }
 
 /// One customer's state for one trigger.
@@ -84,22 +87,56 @@ pub struct TriggerState {
     pub pending_due: i64,
     /// Time of the event that started the wait.
     pub pending_from: i64,
-    /// An inactivity timer is queued.
-    pub armed: bool,
-    /// Times this trigger was sent, the latest `cap.max` kept (inline for
-    /// the usual cap of one).
-    sent: SmallVec<[i64; 1]>,
+    sent: SendLog,
 }
 
 impl Default for TriggerState {
     fn default() -> Self {
-        TriggerState { pending_due: i64::MIN, pending_from: 0, armed: false, sent: SmallVec::new() }
+        TriggerState { pending_due: i64::MIN, pending_from: 0, sent: SendLog::default() }
     }
 }
 
 impl TriggerState {
     pub fn is_pending(&self) -> bool {
         self.pending_due != i64::MIN
+    }
+}
+
+/// When a capped trigger was sent, the latest `cap.max` times kept: the
+/// latest in place (a cap of one, the usual, needs no more), earlier ones in
+/// a heap block. 16 bytes per customer and trigger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SendLog {
+    /// `i64::MIN`: never sent.
+    latest: i64,
+    earlier: Option<Box<Vec<i64>>>,
+}
+
+impl Default for SendLog {
+    fn default() -> Self {
+        SendLog { latest: i64::MIN, earlier: None }
+    }
+}
+
+impl SendLog {
+    /// The times kept, in time order.
+    fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        let latest = (self.latest != i64::MIN).then_some(self.latest);
+        self.earlier.iter().flat_map(|v| v.iter().copied()).chain(latest)
+    }
+
+    /// Adds `times` and keeps the latest `max`.
+    fn keep_latest(&mut self, times: impl Iterator<Item = i64>, max: usize) {
+        let mut all: SmallVec<[i64; 8]> = self.iter().chain(times).collect();
+        all.sort_unstable();
+        let all = &all[all.len().saturating_sub(max)..];
+        match all.split_last() {
+            None => *self = SendLog::default(),
+            Some((latest, earlier)) => {
+                self.latest = *latest;
+                self.earlier = (!earlier.is_empty()).then(|| Box::new(earlier.to_vec()));
+            }
+        }
     }
 }
 
@@ -153,6 +190,7 @@ impl Trigger {
             cap: t.cap.as_ref().map(|c| (c.max, c.per.millis())),
             quiet,
             consent: t.consent.as_deref().map(Box::from),
+            armed_bit: 0,
         }
     }
 
@@ -199,14 +237,11 @@ impl Trigger {
             return Decision::Suppress(Suppressed::QuietHours);
         }
         if let Some((max, per)) = self.cap {
-            let recent = s.sent.iter().filter(|&&x| x > at - per && x <= at).count();
+            let recent = s.sent.iter().filter(|&x| x > at - per && x <= at).count();
             if recent >= max as usize {
                 return Decision::Suppress(Suppressed::Cap);
             }
-            if s.sent.len() >= max as usize && !s.sent.is_empty() {
-                s.sent.remove(0);
-            }
-            s.sent.push(at);
+            s.sent.keep_latest(std::iter::once(at), max as usize);
         }
         Decision::Send(channel)
     }
@@ -220,12 +255,8 @@ impl Trigger {
             s.pending_due = other.pending_due;
             s.pending_from = other.pending_from;
         }
-        s.sent.extend(other.sent);
-        s.sent.sort_unstable();
         if let Some((max, _)) = self.cap {
-            let excess = s.sent.len().saturating_sub(max as usize);
-            s.sent.drain(..excess);
-            s.sent.shrink_to_fit();
+            s.sent.keep_latest(other.sent.iter(), max as usize);
         }
         took
     }
@@ -307,5 +338,23 @@ consent = "marketing"
         assert!(matches!(t.decide(&mut s, &[], NOON), Decision::Send(_)));
         assert_eq!(t.decide(&mut s, &[], NOON + HOUR), Decision::Suppress(Suppressed::Cap));
         assert!(matches!(t.decide(&mut s, &[], NOON + 24 * HOUR), Decision::Send(_)), "the cap window has passed");
+    }
+
+    #[test]
+    fn a_cap_above_one_keeps_that_many_send_times_across_sends_and_merges() {
+        let c = config::parse(&CONFIG.replace("max = 1, per = \"24h\"", "max = 3, per = \"24h\"")).unwrap().config;
+        let t = Trigger::compile(&c.triggers[0], &Catalog::new(&c));
+        let mut s = TriggerState::default();
+        for h in [0, 1, 2] {
+            assert!(matches!(t.decide(&mut s, &[], NOON + h * HOUR), Decision::Send(_)), "send {h}");
+        }
+        assert_eq!(t.decide(&mut s, &[], NOON + 3 * HOUR), Decision::Suppress(Suppressed::Cap), "three in 24h");
+        assert!(matches!(t.decide(&mut s, &[], NOON + 24 * HOUR), Decision::Send(_)), "the first left the window");
+        assert_eq!(s.sent.iter().collect::<Vec<_>>(), [NOON + HOUR, NOON + 2 * HOUR, NOON + 24 * HOUR]);
+        let mut other = TriggerState::default();
+        t.decide(&mut other, &[], NOON + 23 * HOUR);
+        t.merge(&mut s, other);
+        assert_eq!(s.sent.iter().collect::<Vec<_>>(), [NOON + 2 * HOUR, NOON + 23 * HOUR, NOON + 24 * HOUR], "the latest three of both");
+        assert_eq!(t.decide(&mut s, &[], NOON + 25 * HOUR), Decision::Suppress(Suppressed::Cap));
     }
 }
