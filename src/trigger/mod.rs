@@ -109,6 +109,9 @@ impl TriggerState {
 struct SendLog {
     /// `i64::MIN`: never sent.
     latest: i64,
+    /// Boxed for a thin pointer: 8 bytes here instead of a `Vec`'s 24, in
+    /// every customer, for a list that only a cap above one ever fills.
+    #[allow(clippy::box_collection)]
     earlier: Option<Box<Vec<i64>>>,
 }
 
