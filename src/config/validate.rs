@@ -264,6 +264,9 @@ fn check_attribution(a: &AttributionConfig, f: &mut Findings) {
     for (i, m) in a.models.iter().enumerate() {
         if !ATTRIBUTION_MODELS.contains(&m.as_str()) {
             f.error(format!("attribution.models[{i}]"), format!("unknown attribution model `{m}` (known: {})", ATTRIBUTION_MODELS.join(", ")));
+        } else if a.models[..i].contains(m) {
+            // Listed twice, every conversion would be credited twice under it.
+            f.error(format!("attribution.models[{i}]"), format!("`{m}` is listed twice"));
         }
     }
     if a.lookback.millis() <= 0 || a.half_life.millis() <= 0 {
@@ -357,6 +360,12 @@ mod tests {
         let e = errors(MODEL);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("line 7: error: model[0].transitions[1].to: unknown stage `zz`"), "{e:?}");
+    }
+
+    #[test]
+    fn an_attribution_model_listed_twice_is_refused() {
+        let e = errors("[attribution]\nmodels = [\"linear\", \"first_touch\", \"linear\"]\n");
+        assert_eq!(e, ["line 2: error: attribution.models[2]: `linear` is listed twice"]);
     }
 
     #[test]
