@@ -415,13 +415,11 @@ fn optional_scalar<'a>(field: &str, v: Option<Scalar<'a>>) -> Result<Option<Cow<
 /// Epoch milliseconds (an integer, or a number that is truncated) or RFC 3339.
 fn scalar_ts(v: Scalar<'_>) -> Result<i64, Rejection> {
     let ms = match v {
-        Scalar::Str(s) => {
-            return chrono::DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("`ts` `{s}` is not RFC 3339: {e}")))
-        }
+        Scalar::Str(s) => chrono::DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("`ts` `{s}` is not RFC 3339: {e}")))?,
         Scalar::Int(ms) => ms,
-        Scalar::Float(f) if f.is_finite() && f.abs() < 9.0e15 => f.floor() as i64,
+        Scalar::Float(f) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
         Scalar::Null => return Err(missing("ts")),
         _ => return Err(wrong_type("ts", "epoch milliseconds or an RFC 3339 string")),
     };
@@ -536,6 +534,14 @@ mod tests {
     fn catalog() -> Catalog {
         let c = config::parse("[channels]\napp = \"tech\"\nsms = \"low\"\n[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = \"a\", to = \"b\", on = { kind = \"purchase\" } }]\n").unwrap().config;
         Catalog::new(&c)
+    }
+
+    #[test]
+    fn an_rfc3339_time_before_1970_is_an_invalid_timestamp() {
+        let p = r#"{"id":"e","ts":"1969-12-31T23:59:59Z","ids":{"u":"1"},"channel":"app","kind":"k"}"#;
+        assert_eq!(run(p, None).map(|d| d.1), Err(RejectReason::InvalidTimestamp));
+        let p = r#"{"id":"e","ts":"1970-01-01T00:00:01Z","ids":{"u":"1"},"channel":"app","kind":"k"}"#;
+        assert_eq!(run(p, None).map(|d| d.1), Ok(1000));
     }
 
     fn run(payload: &str, subject: Option<&str>) -> Result<(String, i64, usize, String, String), RejectReason> {
