@@ -48,6 +48,27 @@ pub fn name_ranks<S: AsRef<str>>(names: &[S]) -> Vec<u16> {
     rank
 }
 
+/// Channel names in rules (`on`, `unless`, funnel steps) and trigger channels.
+fn referenced_channels(c: &Config) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    let matchers = c.models.iter().flat_map(|m| m.transitions.iter().filter_map(|t| t.on.as_ref()));
+    let matchers = matchers.chain(c.triggers.iter().flat_map(|t| [&t.on, &t.unless].into_iter().flatten()));
+    for m in matchers {
+        names.extend(m.channel.iter().flat_map(|ch| ch.names()));
+    }
+    for f in &c.funnels {
+        for s in &f.steps {
+            if let FunnelStepConfig::Step(t) = s {
+                names.extend(t.channel.iter().flat_map(|ch| ch.names()));
+            }
+        }
+    }
+    for t in &c.triggers {
+        names.extend(t.channels.iter().map(String::as_str));
+    }
+    names
+}
+
 impl Catalog {
     pub fn new(c: &Config) -> Catalog {
         let mut cat = Catalog {
@@ -65,6 +86,17 @@ impl Catalog {
             cat.channel_index.insert(name.clone(), cat.channel_names.len() as ChannelId);
             cat.channel_names.push(name.clone());
             cat.channel_modes.push(Some(*mode));
+        }
+        if !cat.channels_closed {
+            // Open channels: the ones the rules and triggers name are told
+            // apart (without a service mode); any other is `other`.
+            for name in referenced_channels(c) {
+                if name != "*" && !cat.channel_index.contains_key(name) {
+                    cat.channel_index.insert(name.to_string(), cat.channel_names.len() as ChannelId);
+                    cat.channel_names.push(name.to_string());
+                    cat.channel_modes.push(None);
+                }
+            }
         }
         let mut kinds: Vec<&str> = vec!["consent"];
         kinds.extend(c.kinds.iter().map(String::as_str));
@@ -91,8 +123,10 @@ impl Catalog {
         }
         kinds.extend(c.segments.purchase_kinds.iter().map(String::as_str));
         kinds.extend(c.segments.engagement_kinds.iter().map(String::as_str));
+        // A kind named `other` gets an id of its own (it matches only events
+        // of that kind), though it shares the label of the unnamed kinds.
         for k in kinds {
-            if k != "*" && k != "other" && !cat.kind_index.contains_key(k) {
+            if k != "*" && !cat.kind_index.contains_key(k) {
                 cat.kind_index.insert(k.to_string(), cat.kind_names.len() as KindId);
                 cat.kind_names.push(k.to_string());
             }

@@ -146,3 +146,42 @@ fn merge_takes_the_later_stage_and_combines_windows() {
     apply(&p, &mut a, 5, "purchase");
     assert_eq!(stage(&p, &a, 0), "loyal");
 }
+
+#[test]
+fn with_channels_open_a_channel_filter_tells_the_channels_it_names_apart() {
+    let cfg = r#"
+[[model]]
+name = "m"
+initial = "a"
+stages = ["a", "b"]
+transitions = [{ from = "a", to = "b", on = { kind = "purchase", channel = ["app"] } }]
+"#;
+    let p = Plan::new(config::parse(cfg).unwrap().config);
+    let t = |ch: &str| Touch { ts: 1, channel: p.catalog.channel(ch).unwrap(), kind: p.catalog.kind("purchase"), value: None };
+    let mut j = p.new_journey(0);
+    let mut fired = vec![];
+    p.on_event(&mut j, &t("sms"), 1, |f| fired.push(f));
+    assert!(fired.is_empty(), "sms is not in channel = [\"app\"]");
+    p.on_event(&mut j, &t("app"), 1, |f| fired.push(f));
+    assert_eq!(fired.len(), 1, "a purchase on app matches channel = [\"app\"]");
+    assert_eq!(p.catalog.channel_name(p.catalog.channel("app").unwrap()), "app", "and is labelled app");
+}
+
+#[test]
+fn a_rule_on_a_kind_named_other_matches_only_that_kind() {
+    let cfg = r#"
+[[model]]
+name = "m"
+initial = "a"
+stages = ["a", "b"]
+transitions = [{ from = "a", to = "b", on = { kind = "other" } }]
+"#;
+    let p = Plan::new(config::parse(cfg).unwrap().config);
+    let mut j = p.new_journey(0);
+    let mut fired = vec![];
+    let touch = |kind: &str| Touch { ts: 1, channel: p.catalog.channel("app").unwrap(), kind: p.catalog.kind(kind), value: None };
+    p.on_event(&mut j, &touch("wave"), 1, |f| fired.push(f));
+    assert!(fired.is_empty(), "a `wave` event is not of kind `other`");
+    p.on_event(&mut j, &touch("other"), 1, |f| fired.push(f));
+    assert_eq!(fired.len(), 1);
+}

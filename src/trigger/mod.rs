@@ -360,4 +360,19 @@ consent = "marketing"
         assert_eq!(s.sent.iter().collect::<Vec<_>>(), [NOON + 2 * HOUR, NOON + 23 * HOUR, NOON + 24 * HOUR], "the latest three of both");
         assert_eq!(t.decide(&mut s, &[], NOON + 25 * HOUR), Decision::Suppress(Suppressed::Cap));
     }
+
+    #[test]
+    fn with_channels_open_consent_withdrawn_on_one_channel_leaves_the_others() {
+        let c = config::parse("[[trigger]]\nname = \"welcome\"\non = { kind = \"signup\" }\nchannels = [\"push\", \"sms\"]\nconsent = \"marketing\"\n")
+            .unwrap()
+            .config;
+        let cat = Catalog::new(&c);
+        let t = Trigger::compile(&c.triggers[0], &cat);
+        let no_push = Consent { purpose: "marketing".into(), channel: cat.channel("push"), granted: false, ts: 1 };
+        let mut s = TriggerState::default();
+        match t.decide(&mut s, std::slice::from_ref(&no_push), NOON) {
+            Decision::Send(ch) => assert_eq!(cat.channel_name(ch), "sms"),
+            other => panic!("sms was never withdrawn, got {other:?}"),
+        }
+    }
 }
