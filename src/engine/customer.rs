@@ -124,10 +124,15 @@ impl Customer {
 
     /// Folds another customer's ids, times, counts, consent, touches and
     /// segment activity into this one (a merge). Consent takes the most
-    /// restrictive answer per purpose and channel.
+    /// restrictive answer per purpose and channel, at the time it was given.
     pub fn absorb_profile(&mut self, plan: &Plan, other: &mut Customer) {
         self.touches.merge(&other.touches, plan.attribution.max_touches);
         plan.segments.merge(&mut self.segment, std::mem::take(&mut other.segment));
+        // Ids in the order they were linked, as near as is known: the side
+        // first seen earlier linked its ids first (ONE_ID ties go to the earliest).
+        if other.first_seen < self.first_seen {
+            std::mem::swap(&mut self.ids, &mut other.ids);
+        }
         for id in other.ids.drain(..) {
             if !self.ids.contains(&id) {
                 self.ids.push(id);
@@ -138,10 +143,14 @@ impl Customer {
         self.counts.absorb(&other.counts);
         for c in other.consent.drain(..) {
             match self.consent.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
-                Some(e) => {
-                    e.granted &= c.granted;
-                    e.ts = e.ts.max(c.ts);
+                // The refusal wins, with its own time (so that a later answer
+                // on a single channel still overrides a refusal on `*`).
+                Some(e) if e.granted != c.granted => {
+                    if !c.granted {
+                        *e = c;
+                    }
                 }
+                Some(e) => e.ts = e.ts.max(c.ts),
                 None => self.consent.push(c),
             }
         }
@@ -318,5 +327,21 @@ mod tests {
         assert_eq!(totals(a.kinds()), BTreeMap::from([(7, 70_001), (9, 3)]));
         assert!(a.by_channel.iter().all(|(_, n)| *n > 0), "no empty entries");
         assert_eq!(a.by_channel.len(), 6, "270000 = 4 full entries + 7860, and channel 2");
+    }
+
+    #[test]
+    fn a_merged_refusal_keeps_its_own_time() {
+        let answer = |channel: Option<ChannelId>, granted: bool, ts: i64| Consent { purpose: "marketing".into(), channel, granted, ts };
+        let plan = crate::model::Plan::new(crate::config::parse("[channels]\nsms = \"low\"\n").expect("config").config);
+        let sms = plan.catalog.channel("sms");
+        let mut a = Customer::new(&plan, 0);
+        a.set_consent(answer(None, false, 10));
+        a.set_consent(answer(sms, true, 20));
+        let mut b = Customer::new(&plan, 0);
+        b.set_consent(answer(None, true, 30));
+        a.absorb_profile(&plan, &mut b);
+        assert_eq!(a.consent, [answer(None, false, 10), answer(sms, true, 20)]);
+        let sms = sms.expect("sms");
+        assert!(crate::trigger::consented(&a.consent, "marketing", sms), "sms was granted after the refusal on every channel");
     }
 }

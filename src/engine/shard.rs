@@ -150,7 +150,12 @@ impl Shard {
             match trigger.on_event(&mut c.triggers[ti], t) {
                 OnEvent::Nothing => {}
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
-                OnEvent::Scheduled(due) => self.timers.push(Timer { due, key: ev.key, kind: TimerKind::TriggerDue(ti as u16) }),
+                OnEvent::Scheduled { due, cancelled } => {
+                    if cancelled {
+                        self.metrics.trigger_suppressed(ti, Suppressed::Cancelled);
+                    }
+                    self.timers.push(trigger_timer(ev.key, ti, due));
+                }
                 OnEvent::DueNow => send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, t.ts, t.ts, "event"),
             }
         }
@@ -211,10 +216,10 @@ impl Shard {
                 TimerKind::TriggerDue(ti) => {
                     let ti = ti as usize;
                     let state = &mut c.triggers[ti];
-                    if state.pending_due == timer.due {
+                    if trigger_timer(timer.key, ti, state.pending_due).due == timer.due {
+                        let (from, due) = (state.pending_from, state.pending_due);
                         state.pending_due = i64::MIN;
-                        let from = state.pending_from;
-                        send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "timeout");
+                        send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, due, "timeout");
                     }
                 }
                 TimerKind::TriggerInactivity(ti) => {
@@ -260,7 +265,7 @@ impl Shard {
             }
             for (ti, state) in other.triggers.iter().enumerate() {
                 if state.is_pending() {
-                    self.timers.push(Timer { due: state.pending_due, key: into, kind: TimerKind::TriggerDue(ti as u16) });
+                    self.timers.push(trigger_timer(into, ti, state.pending_due));
                 }
             }
             arm(&mut self.timers, plan, into, &mut other);
@@ -268,13 +273,14 @@ impl Shard {
             self.customers.insert(into, other);
             return;
         };
-        c.ids.extend(cause.new_ids.iter().cloned());
         let mut merged = SmallVec::<[crate::model::Merged; 4]>::new();
         let journey = std::mem::replace(&mut other.journey, plan.new_journey(0));
         plan.merge(&mut c.journey, journey, |m| merged.push(m));
         // Ids, touches and activity first: the merge transitions carry the
-        // merged ONE_ID and credit both sides' touches.
+        // merged ONE_ID and credit both sides' touches. The event's new ids
+        // were linked last.
         c.absorb_profile(plan, &mut other);
+        c.ids.extend(cause.new_ids.iter().cloned());
         let touch = PackedTouch::new(cause.ts, cause.channel);
         let origin = Origin { ts: cause.ts, event_id: Some(&cause.event_id), channel: cause.channel, cause: Cause::Merge };
         for m in merged {
@@ -309,8 +315,10 @@ impl Shard {
             }
         }
         for (ti, trigger) in plan.triggers.iter().enumerate() {
-            if trigger.merge(&mut c.triggers[ti], std::mem::take(&mut other.triggers[ti])) {
-                self.timers.push(Timer { due: c.triggers[ti].pending_due, key: into, kind: TimerKind::TriggerDue(ti as u16) });
+            match trigger.merge(&mut c.triggers[ti], std::mem::take(&mut other.triggers[ti])) {
+                OnEvent::Scheduled { due, .. } => self.timers.push(trigger_timer(into, ti, due)),
+                OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
+                OnEvent::Nothing | OnEvent::DueNow => {}
             }
         }
         self.metrics.move_segment(Some(other.cell), None);
@@ -354,6 +362,13 @@ fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer)
 }
 
 /// Decides a due trigger and publishes it, or counts why it was held back.
+/// The timer of a trigger waiting until `due`: it fires once the watermark
+/// has passed `due`, since an `unless` event at exactly `due` (not late while
+/// the watermark is at `due`) still cancels.
+fn trigger_timer(key: CustomerKey, ti: usize, due: i64) -> Timer {
+    Timer { due: due.saturating_add(1), key, kind: TimerKind::TriggerDue(ti as u16) }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn send_trigger(
     out: Option<&mut Vec<Outbound>>,
@@ -479,17 +494,26 @@ channels = ["email"]
 "#;
 
     fn shard() -> (Shard, Arc<Metrics>) {
-        let plan = Arc::new(Plan::new(crate::config::parse(CONFIG).expect("config").config));
+        shard_of(CONFIG)
+    }
+
+    fn shard_of(config: &str) -> (Shard, Arc<Metrics>) {
+        let plan = Arc::new(Plan::new(crate::config::parse(config).expect("config").config));
         let metrics = Arc::new(Metrics::new(&plan));
         (Shard::new(0, plan.clone(), ShardMetrics::new(metrics.clone(), plan)), metrics)
     }
 
     fn event(shard: &Shard, key: CustomerKey, kind: &str, ts: i64) -> EventOp {
+        event_at(shard, key, kind, ts, ts)
+    }
+
+    /// An event at `ts` applied at `watermark` (after a later one, within the lateness).
+    fn event_at(shard: &Shard, key: CustomerKey, kind: &str, ts: i64, watermark: i64) -> EventOp {
         let cat = &shard.plan.catalog;
         EventOp {
             key,
             touch: Touch { ts, channel: cat.channel("app").expect("app"), kind: cat.kind(kind), value: None },
-            watermark: ts,
+            watermark,
             event_id: EventId::new(&format!("e{ts}")),
             new_ids: Vec::new(),
             consent: None,
@@ -517,5 +541,77 @@ channels = ["email"]
         assert_eq!(metrics.funnels[0].dropped_at.iter().map(|c| c.get()).sum::<u64>(), 1, "the open funnel attempt expires");
         s.advance(11 * HOUR);
         assert_eq!(triggers_sent(&mut s), ["journey.trigger.reactivation"], "inactivity is armed again");
+    }
+
+    fn cancelled(metrics: &Metrics, trigger: usize) -> u64 {
+        metrics.triggers[trigger].suppressed[Suppressed::Cancelled as usize].get()
+    }
+
+    #[test]
+    fn an_unless_event_that_arrived_before_its_on_event_cancels() {
+        let (mut s, metrics) = shard();
+        s.apply_event(&event_at(&s, 1, "purchase", 2_000, 0));
+        s.apply_event(&event_at(&s, 1, "cart_add", 0, 0));
+        s.advance(2 * HOUR);
+        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "the purchase in (ts, due_ts] cancels");
+        assert_eq!(cancelled(&metrics, 0), 1);
+    }
+
+    #[test]
+    fn an_unless_event_at_exactly_the_due_time_cancels() {
+        let (mut s, _) = shard();
+        s.apply_event(&event(&s, 1, "cart_add", 0));
+        s.apply_event(&event_at(&s, 2, "view", HOUR + 5_000, HOUR)); // the watermark reaches due_ts
+        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "not yet: an event at due_ts is not late");
+        s.apply_event(&event_at(&s, 1, "purchase", HOUR, HOUR));
+        s.advance(2 * HOUR);
+        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "the purchase at due_ts is in (ts, due_ts]");
+        s.apply_event(&event(&s, 3, "cart_add", 3 * HOUR));
+        s.advance(4 * HOUR + 1);
+        assert_eq!(triggers_sent(&mut s), ["journey.trigger.abandoned_cart"], "once the watermark is past due_ts, it fires");
+    }
+
+    #[test]
+    fn a_wait_cancelled_by_an_event_that_starts_the_next_one_is_counted() {
+        let (mut s, metrics) = shard_of(
+            "[channels]\napp = \"tech\"\nemail = \"low\"\n[[trigger]]\nname = \"replenishment\"\non = { kind = \"purchase\" }\nunless = { kind = \"purchase\" }\nwithin = \"25d\"\nchannels = [\"email\"]\n",
+        );
+        s.apply_event(&event(&s, 1, "purchase", 0));
+        s.apply_event(&event(&s, 1, "purchase", 24 * HOUR));
+        assert_eq!(cancelled(&metrics, 0), 1, "the first reminder was cancelled by a purchase in its window");
+        s.advance(24 * HOUR + 25 * 24 * HOUR + 1);
+        assert_eq!(triggers_sent(&mut s), ["journey.trigger.replenishment"], "the second one fires");
+    }
+
+    #[test]
+    fn a_purchase_of_the_other_side_cancels_a_wait_at_the_merge() {
+        let (mut s, metrics) = shard();
+        s.apply_event(&event(&s, 1, "cart_add", 0));
+        s.apply_event(&event(&s, 2, "purchase", 10 * 60_000));
+        let other = s.evict(2, 10 * 60_000).expect("customer 2");
+        let cause = MergeCause { ts: 20 * 60_000, channel: 2, event_id: "m".into(), watermark: 20 * 60_000, new_ids: Vec::new() };
+        s.merge(1, other, &cause);
+        s.advance(2 * HOUR);
+        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "a purchase on any of the customer's ids cancels");
+        assert_eq!(cancelled(&metrics, 0), 1);
+    }
+
+    #[test]
+    fn after_a_merge_a_one_id_tie_goes_to_the_id_linked_earliest() {
+        let (mut s, _) = shard();
+        let ty = |n: &str| s.plan.catalog.id_types.lookup(n).expect("id type");
+        let (user, anon) = (ty("user_id"), ty("anonymous_id"));
+        let mut a = event(&s, 1, "view", 1);
+        a.new_ids = vec![(anon, "d-a".into())];
+        s.apply_event(&a);
+        let mut b = event(&s, 2, "view", 0);
+        b.new_ids = vec![(user, "u-1".into())];
+        s.apply_event(&b);
+        let other = s.evict(2, 2).expect("customer 2");
+        let cause = MergeCause { ts: 2, channel: 2, event_id: "m".into(), watermark: 2, new_ids: vec![(user, "u-2".into())] };
+        s.merge(1, other, &cause);
+        let view = s.view(1).expect("merged");
+        assert_eq!(view.one_id, "u-1", "u-1 was linked before u-2");
+        assert_eq!(view.ids["user_id"], ["u-1", "u-2"]);
     }
 }

@@ -87,12 +87,16 @@ pub struct TriggerState {
     pub pending_due: i64,
     /// Time of the event that started the wait.
     pub pending_from: i64,
+    /// Time of the latest `unless` event applied (`i64::MIN`: none), so that
+    /// one that arrived before its `on` event (within the allowed lateness)
+    /// still cancels.
+    last_unless: i64,
     sent: SendLog,
 }
 
 impl Default for TriggerState {
     fn default() -> Self {
-        TriggerState { pending_due: i64::MIN, pending_from: 0, sent: SendLog::default() }
+        TriggerState { pending_due: i64::MIN, pending_from: 0, last_unless: i64::MIN, sent: SendLog::default() }
     }
 }
 
@@ -149,8 +153,12 @@ pub enum OnEvent {
     Nothing,
     /// A waiting trigger was cancelled by an `unless` event.
     Cancelled,
-    /// The trigger now waits until this due time (a timer is needed).
-    Scheduled(i64),
+    /// The trigger now waits until this due time (a timer is needed); the
+    /// flag says whether the same event cancelled the previous wait.
+    Scheduled {
+        due: i64,
+        cancelled: bool,
+    },
     /// The trigger is due now.
     DueNow,
 }
@@ -204,28 +212,42 @@ impl Trigger {
         }
     }
 
-    /// Applies one event: `unless` may cancel the waiting trigger, `on` may start one.
+    /// Applies one event: `unless` may cancel the waiting trigger, `on` may
+    /// start one. An `unless` event with time in `(ts, due_ts]` of the `on`
+    /// event cancels, whichever of the two arrived first.
     pub fn on_event(&self, s: &mut TriggerState, t: &Touch) -> OnEvent {
-        let mut effect = OnEvent::Nothing;
+        let mut cancelled = false;
         if let Some(unless) = &self.unless {
-            if s.is_pending() && t.ts > s.pending_from && t.ts <= s.pending_due && unless.matches(t) {
-                s.pending_due = i64::MIN;
-                effect = OnEvent::Cancelled;
+            if unless.matches(t) {
+                s.last_unless = s.last_unless.max(t.ts);
+                if s.is_pending() && t.ts > s.pending_from && t.ts <= s.pending_due {
+                    s.pending_due = i64::MIN;
+                    cancelled = true;
+                }
             }
         }
         if let Start::On(on) = &self.start {
             if on.matches(t) {
                 return match self.within {
                     Some(w) => {
+                        let due = t.ts.saturating_add(w);
+                        if self.unless.is_some() && s.last_unless > t.ts && s.last_unless <= due {
+                            // Its `unless` came already: this wait is over before it began.
+                            return OnEvent::Cancelled;
+                        }
                         s.pending_from = t.ts;
-                        s.pending_due = t.ts.saturating_add(w);
-                        OnEvent::Scheduled(s.pending_due)
+                        s.pending_due = due;
+                        OnEvent::Scheduled { due, cancelled }
                     }
                     None => OnEvent::DueNow,
                 };
             }
         }
-        effect
+        if cancelled {
+            OnEvent::Cancelled
+        } else {
+            OnEvent::Nothing
+        }
     }
 
     /// Decides a due trigger at event time `at`: consent first (never disturb
@@ -240,7 +262,9 @@ impl Trigger {
             return Decision::Suppress(Suppressed::QuietHours);
         }
         if let Some((max, per)) = self.cap {
-            let recent = s.sent.iter().filter(|&x| x > at - per && x <= at).count();
+            // Sent within `per` of `at` on either side: due times run
+            // backwards by up to the allowed lateness.
+            let recent = s.sent.iter().filter(|&x| x > at.saturating_sub(per) && x < at.saturating_add(per)).count();
             if recent >= max as usize {
                 return Decision::Suppress(Suppressed::Cap);
             }
@@ -251,9 +275,12 @@ impl Trigger {
 
     /// Combines two customers' states (a merge): the survivor's waiting
     /// trigger stays, else the other's; send history combines for the cap.
-    /// Returns whether the survivor took over the other's waiting trigger.
-    pub fn merge(&self, s: &mut TriggerState, other: TriggerState) -> bool {
+    /// An `unless` event of either side in the waiting trigger's window
+    /// cancels it (`Cancelled`). `Scheduled` when the survivor took over the
+    /// other's wait, whose timer is queued under the other's key.
+    pub fn merge(&self, s: &mut TriggerState, other: TriggerState) -> OnEvent {
         let took = !s.is_pending() && other.is_pending();
+        s.last_unless = s.last_unless.max(other.last_unless);
         if took {
             s.pending_due = other.pending_due;
             s.pending_from = other.pending_from;
@@ -261,7 +288,14 @@ impl Trigger {
         if let Some((max, _)) = self.cap {
             s.sent.keep_latest(other.sent.iter(), max as usize);
         }
-        took
+        if s.is_pending() && self.unless.is_some() && s.last_unless > s.pending_from && s.last_unless <= s.pending_due {
+            s.pending_due = i64::MIN;
+            return OnEvent::Cancelled;
+        }
+        match took {
+            true => OnEvent::Scheduled { due: s.pending_due, cancelled: false },
+            false => OnEvent::Nothing,
+        }
     }
 }
 
@@ -307,7 +341,7 @@ consent = "marketing"
     fn cart_add_waits_and_a_purchase_within_the_hour_cancels() {
         let (cat, t) = setup();
         let mut s = TriggerState::default();
-        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON, "cart_add")), OnEvent::Scheduled(NOON + HOUR));
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON, "cart_add")), OnEvent::Scheduled { due: NOON + HOUR, cancelled: false });
         assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR, "purchase")), OnEvent::Cancelled);
         assert!(!s.is_pending());
     }
@@ -374,5 +408,14 @@ consent = "marketing"
             Decision::Send(ch) => assert_eq!(cat.channel_name(ch), "sms"),
             other => panic!("sms was never withdrawn, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_cap_counts_a_message_sent_at_a_later_event_time() {
+        let (_, t) = setup();
+        let mut s = TriggerState::default();
+        assert!(matches!(t.decide(&mut s, &[], NOON), Decision::Send(_)));
+        assert_eq!(t.decide(&mut s, &[], NOON - 3_000), Decision::Suppress(Suppressed::Cap), "one went out 3 s from this one");
+        assert!(matches!(t.decide(&mut s, &[], NOON - 24 * HOUR), Decision::Send(_)), "a day before is outside the cap");
     }
 }
