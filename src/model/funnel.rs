@@ -83,6 +83,13 @@ impl Funnel {
 
     /// Applies one event. Returns whether an attempt was opened (its expiry needs a timer).
     pub fn on_event(&self, s: &mut FunnelState, t: &Touch, mut out: impl FnMut(FunnelEvent)) -> bool {
+        if s.reached > 0 && t.ts > s.start.saturating_add(self.window) {
+            // Past the window by event time: the attempt is over even if the
+            // watermark (held back by the allowed lateness) has not dropped
+            // it yet, and this event may start the next one.
+            out(FunnelEvent::Dropped { at_step: s.reached as usize });
+            s.reached = 0;
+        }
         if s.reached > 0 {
             if self.has_exclusions && self.exclusions.matches(t) {
                 out(FunnelEvent::Dropped { at_step: s.reached as usize });
@@ -90,9 +97,11 @@ impl Funnel {
                 return false;
             }
             let next = &self.steps[s.reached as usize];
-            let in_window = t.ts <= s.start.saturating_add(self.window);
+            // Later than the previous step (an event that arrived late but
+            // happened before it is not a next step), within the step's gap.
+            let later = t.ts >= s.last;
             let in_gap = next.within.is_none_or(|w| t.ts - s.last <= w);
-            if in_window && in_gap && next.matcher.matches(t) {
+            if later && in_gap && next.matcher.matches(t) {
                 out(FunnelEvent::Reached { step: s.reached as usize, channel: t.channel });
                 s.reached += 1;
                 s.last = t.ts;
@@ -192,13 +201,35 @@ mod tests {
     fn window_expiry_drops_at_the_first_step_not_reached() {
         let (cat, f) = setup("");
         let mut s = FunnelState::default();
-        run(&cat, &f, &mut s, &[(0, "signup"), (DAY, "activate"), (8 * DAY, "purchase")]);
-        assert_eq!(s.reached, 2, "a step after the window does not count");
+        run(&cat, &f, &mut s, &[(0, "signup"), (DAY, "activate")]);
         let mut out = vec![];
         f.on_watermark(&mut s, 7 * DAY, |e| out.push(e));
         assert!(out.is_empty(), "start + window is not yet earlier than the watermark");
         f.on_watermark(&mut s, 7 * DAY + 1, |e| out.push(e));
         assert_eq!(out, vec![FunnelEvent::Dropped { at_step: 2 }]);
+    }
+
+    #[test]
+    fn an_event_past_the_window_drops_the_attempt_before_the_watermark_does() {
+        let (cat, f) = setup("");
+        let mut s = FunnelState::default();
+        let out = run(&cat, &f, &mut s, &[(0, "signup"), (DAY, "activate"), (7 * DAY + 1, "purchase")]);
+        assert_eq!(out[2], FunnelEvent::Dropped { at_step: 2 }, "a step after the window does not count");
+        assert_eq!((out.len(), s.reached), (3, 0));
+        let out = run(&cat, &f, &mut s, &[(7 * DAY + 2, "signup")]);
+        assert_eq!(out, [FunnelEvent::Reached { step: 0, channel: cat.channel("web").unwrap() }], "and the next attempt may start");
+        let mut out = vec![];
+        f.on_watermark(&mut s, 7 * DAY + 1, |e| out.push(e));
+        assert!(out.is_empty(), "the old attempt's expiry finds the new one open");
+    }
+
+    #[test]
+    fn a_step_that_happened_before_the_previous_one_does_not_advance() {
+        let (cat, f) = setup("");
+        let mut s = FunnelState::default();
+        let out = run(&cat, &f, &mut s, &[(DAY, "signup"), (DAY - 1, "activate"), (DAY, "activate")]);
+        assert_eq!(out.len(), 2, "the late activate is not a next step; the one at the same time is");
+        assert_eq!(s.reached, 2);
     }
 
     #[test]
