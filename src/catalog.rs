@@ -91,7 +91,7 @@ impl Catalog {
             // Open channels: the ones the rules and triggers name are told
             // apart (without a service mode); any other is `other`.
             for name in referenced_channels(c) {
-                if name != "*" && !cat.channel_index.contains_key(name) {
+                if !["*", "none", "other"].contains(&name) && !cat.channel_index.contains_key(name) {
                     cat.channel_index.insert(name.to_string(), cat.channel_names.len() as ChannelId);
                     cat.channel_names.push(name.to_string());
                     cat.channel_modes.push(None);

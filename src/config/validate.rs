@@ -40,6 +40,14 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     if c.engine.batch_size == Some(0) || c.engine.queue_batches == Some(0) {
         f.error("engine", "batch_size and queue_batches must be positive");
     }
+    for reserved in ["none", "other"] {
+        if c.channels.contains_key(reserved) {
+            f.error(
+                format!("channels.{reserved}"),
+                format!("`{reserved}` is a reserved channel label (timer transitions are on `none`, unconfigured channels are `other`)"),
+            );
+        }
+    }
     let mut names = HashSet::new();
     for (i, m) in c.models.iter().enumerate() {
         if !names.insert(m.name.as_str()) {
@@ -360,6 +368,13 @@ mod tests {
         let e = errors(MODEL);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("line 7: error: model[0].transitions[1].to: unknown stage `zz`"), "{e:?}");
+    }
+
+    #[test]
+    fn the_reserved_channel_labels_cannot_be_configured() {
+        let e = errors("[channels]\napp = \"tech\"\nnone = \"low\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("line 3: error: channels.none: `none` is a reserved channel label"), "{e:?}");
     }
 
     #[test]
