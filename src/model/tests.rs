@@ -147,16 +147,15 @@ fn merge_takes_the_later_stage_and_combines_windows() {
     assert_eq!(stage(&p, &a, 0), "loyal");
 }
 
+/// A model a → b on `on`, with channels open.
+fn one_rule(on: &str) -> Plan {
+    let cfg = format!("[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{{ from = \"a\", to = \"b\", on = {on} }}]\n");
+    Plan::new(config::parse(&cfg).unwrap().config)
+}
+
 #[test]
 fn with_channels_open_a_channel_filter_tells_the_channels_it_names_apart() {
-    let cfg = r#"
-[[model]]
-name = "m"
-initial = "a"
-stages = ["a", "b"]
-transitions = [{ from = "a", to = "b", on = { kind = "purchase", channel = ["app"] } }]
-"#;
-    let p = Plan::new(config::parse(cfg).unwrap().config);
+    let p = one_rule(r#"{ kind = "purchase", channel = ["app"] }"#);
     let t = |ch: &str| Touch { ts: 1, channel: p.catalog.channel(ch).unwrap(), kind: p.catalog.kind("purchase"), value: None };
     let mut j = p.new_journey(0);
     let mut fired = vec![];
@@ -169,14 +168,7 @@ transitions = [{ from = "a", to = "b", on = { kind = "purchase", channel = ["app
 
 #[test]
 fn a_rule_on_a_kind_named_other_matches_only_that_kind() {
-    let cfg = r#"
-[[model]]
-name = "m"
-initial = "a"
-stages = ["a", "b"]
-transitions = [{ from = "a", to = "b", on = { kind = "other" } }]
-"#;
-    let p = Plan::new(config::parse(cfg).unwrap().config);
+    let p = one_rule(r#"{ kind = "other" }"#);
     let mut j = p.new_journey(0);
     let mut fired = vec![];
     let touch = |kind: &str| Touch { ts: 1, channel: p.catalog.channel("app").unwrap(), kind: p.catalog.kind(kind), value: None };
