@@ -419,7 +419,8 @@ fn scalar_ts(v: Scalar<'_>) -> Result<i64, Rejection> {
             .map(|t| t.timestamp_millis())
             .map_err(|e| Rejection::new(RejectReason::InvalidTimestamp, format!("`ts` `{s}` is not RFC 3339: {e}")))?,
         Scalar::Int(ms) => ms,
-        Scalar::Float(f) if f.is_finite() && f.abs() < 9.0e15 => f.trunc() as i64,
+        // Saturating: a time too large for i64 is far in the future, a negative one before 1970.
+        Scalar::Float(f) if f.is_finite() => f.trunc() as i64,
         Scalar::Null => return Err(missing("ts")),
         _ => return Err(wrong_type("ts", "epoch milliseconds or an RFC 3339 string")),
     };
@@ -616,6 +617,24 @@ mod tests {
         }
         let big = format!(r#"{{"id":"e","ts":1,"ids":{{"u":"1"}},"channel":"app","kind":"k","campaign":"{}"}}"#, "x".repeat(2000));
         assert_eq!(run(&big, None).map(|_| ()), Err(RejectReason::Oversized));
+    }
+
+    #[test]
+    fn an_integer_ts_too_large_for_i64_is_a_future_timestamp() {
+        // README: `future_timestamp` = `ts` more than max_future_skew ahead; `wrong_type` is for a field of the wrong JSON type.
+        let p = |ts: &str| format!(r#"{{"id":"e","ts":{ts},"ids":{{"u":"1"}},"channel":"app","kind":"k"}}"#);
+        assert_eq!(run(&p("9223372036854775807"), None).map(|_| ()), Err(RejectReason::FutureTimestamp), "i64::MAX (control: passes)");
+        assert_eq!(run(&p("9223372036854775808"), None).map(|_| ()), Err(RejectReason::FutureTimestamp), "i64::MAX + 1");
+        assert_eq!(run(&p("100000000000000000000"), None).map(|_| ()), Err(RejectReason::FutureTimestamp));
+        assert_eq!(run(&p("1e16"), None).map(|_| ()), Err(RejectReason::FutureTimestamp), "a number, truncated");
+    }
+
+    #[test]
+    fn a_ts_before_1970_is_an_invalid_timestamp_whatever_its_size() {
+        // README: `invalid_timestamp` = `ts` ... before 1970.
+        let p = |ts: &str| format!(r#"{{"id":"e","ts":{ts},"ids":{{"u":"1"}},"channel":"app","kind":"k"}}"#);
+        assert_eq!(run(&p("-1"), None).map(|_| ()), Err(RejectReason::InvalidTimestamp), "control: passes");
+        assert_eq!(run(&p("-100000000000000000000"), None).map(|_| ()), Err(RejectReason::InvalidTimestamp));
     }
 
     #[test]

@@ -136,6 +136,8 @@ impl Resolver {
             match self.index.get(&h).copied().and_then(|k| self.find(k)) {
                 Some(r) if !roots.contains(&r) => roots.push(r),
                 Some(_) => {}
+                // The same id twice on one event is one id.
+                None if fresh.iter().any(|(_, fh, _)| *fh == h) => {}
                 None => fresh.push((t, h, i)),
             }
         }

@@ -141,7 +141,16 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
 
     let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     router.set_max_hold(MAX_HOLD);
+    // Not ready from the moment the drain begins, however long it takes.
+    let unready = {
+        let (ready, shutdown) = (ready.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            ready.store(false, Ordering::Release);
+        })
+    };
     ingest::nats::run(&client, &mut router, input, control_rx, shutdown, burst).await;
+    unready.abort();
     ready.store(false, Ordering::Release);
     background.cancel();
     // Publishing waits for room in the client's buffer, which never comes if

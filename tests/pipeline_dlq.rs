@@ -164,3 +164,61 @@ async fn a_duplicate_event_id_is_counted_and_applied_once() {
     assert_eq!(got[0]["to"], "customer");
     assert!(drain_ready(&mut p.transitions).is_empty());
 }
+
+// --- review-c: a refusal detail with a line break panics the router (async-nats HeaderValue::from asserts no CR/LF) ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_timestamp_with_a_line_break_is_refused_and_the_pipeline_goes_on() {
+    let ev = json!({"id": "e1", "ts": "2024-01-01\nT00:00:00Z", "ids": {"user_id": "u1"}});
+    assert_refused(&[], "touch.app.signup", &bytes(&ev), "invalid_timestamp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_channel_with_a_line_break_contradicting_the_subject_is_refused_and_the_pipeline_goes_on() {
+    let ev = json!({"id": "e1", "ts": days_ago(1), "ids": {"user_id": "u1"}, "channel": "fax\r\n", "kind": "signup"});
+    assert_refused(&[], "touch.app.signup", &bytes(&ev), "subject_mismatch").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_channel_with_a_line_break_is_refused_and_the_pipeline_goes_on() {
+    let ev = json!({"id": "e1", "ts": days_ago(1), "ids": {"user_id": "u1"}, "channel": "fax\n", "kind": "signup"});
+    assert_refused(&[], "touch.other", &bytes(&ev), "unknown_channel").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_type_with_a_line_break_and_a_wrong_typed_id_is_refused_and_the_pipeline_goes_on() {
+    let ev = json!({"id": "e1", "ts": days_ago(1), "ids": {"user\nid": 7}});
+    assert_refused(&[], "touch.app.signup", &bytes(&ev), "wrong_type").await;
+}
+
+// --- review-c: the same id twice in `ids` is one id ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_twice_in_ids_links_one_id_and_is_no_identity_conflict() {
+    let mut p = Pipeline::start(EVENT_TIME_ONLY, &format!("{LIFECYCLE}{LIMITS}")).await;
+    let mut dlq = subscribe(&p.client, "journey.dlq").await;
+    let payload = format!(r#"{{"id":"e1","ts":{},"ids":{{"user_id":"u1","user_id":"u1"}}}}"#, days_ago(1));
+    publish_raw(&p.client, "touch.app.signup", payload.as_bytes()).await;
+    p.publish(&[event("after", days_ago(1), "u2", "app", "signup")]).await;
+    let (_, before) = p.transition_where("of the event after", |t| t["event_id"] == "after").await;
+    let refused: Vec<String> =
+        std::iter::from_fn(|| futures::FutureExt::now_or_never(futures::StreamExt::next(&mut dlq)).flatten()).filter_map(|m| reason_of(&m)).collect();
+    assert!(refused.is_empty(), "refused as {refused:?}: max_ids_per_type user_id = 1 refuses only a second, different user_id");
+    assert!(before.iter().any(|t| t["event_id"] == "e1" && t["to"] == "registered"), "e1 applied: {before:?}");
+    let c = p.journeyd.customer("u1").await.expect("u1 exists");
+    assert_eq!(c["ids"]["user_id"], json!(["u1"]));
+}
+
+// --- review-c: an oversized payload near the server's max_payload is lost instead of reaching journey.dlq ---
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_near_the_nats_max_payload_still_reaches_the_dlq() {
+    // nats-server's default max_payload is 1 MiB. The original bytes plus a bare
+    // `Journey-Reason: oversized` header block (40 bytes) fit; journeyd's extra
+    // Journey-Detail and Journey-Subject headers push the message over, and the
+    // client refuses to publish it.
+    let mut ev = event("e1", days_ago(1), "u1", "app", "signup");
+    ev["campaign"] = json!("");
+    let base = bytes(&ev).len();
+    ev["campaign"] = json!("x".repeat(1_048_576 - 40 - base));
+    assert_refused(&[], "touch.app.signup", &bytes(&ev), "oversized").await;
+}

@@ -166,3 +166,17 @@ fn assert_passes_check_config(file: &str) {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+// --- review-c: README "GET /readyz: 200 once subscribed to NATS, 503 before and while draining" ---
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_while_journeyd_drains() {
+    let mut nats = NatsServer::start();
+    let svc = Service::start_on(&nats, EVENT_TIME_ONLY, LIFECYCLE).await;
+    // The drain's round trip through NATS cannot complete: the drain lasts.
+    tokio::task::block_in_place(|| nats.stop());
+    svc.token.cancel();
+    common::wait_until("/readyz answers 503 once journeyd is draining", Duration::from_secs(3), || async {
+        matches!(common::try_http_get(&svc.http, "/readyz").await, Ok((503, _))).then_some(())
+    })
+    .await;
+}

@@ -101,17 +101,37 @@ pub async fn round_trip(client: &Client, timeout: Duration) -> anyhow::Result<()
     Ok(())
 }
 
-/// Publishes a refused or late input with its reason.
+/// Publishes a refused or late input with its reason. A header value cannot
+/// hold a line break, and a detail quotes the input: line breaks become
+/// spaces. When the input is so close to the server's `max_payload` that the
+/// detail headers do not fit, it goes with its reason alone.
 async fn publish_aside(client: &Client, subject: &'static str, reason: &str, detail: Option<&str>, source: &str, payload: bytes::Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, reason);
+    let reason_only = headers.clone();
     if let Some(d) = detail {
-        headers.insert(DETAIL_HEADER, d);
+        headers.insert(DETAIL_HEADER, header_safe(d).as_ref());
     }
-    headers.insert("Journey-Subject", source);
+    headers.insert("Journey-Subject", header_safe(source).as_ref());
+    let fits = |h: &HeaderMap| payload.len() + header_bytes(h) <= client.server_info().max_payload;
+    let headers = if fits(&headers) { headers } else { reason_only };
     if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
         tracing::error!(error = %e, subject, "cannot publish aside");
     }
+}
+
+/// `s` without line breaks (which a header value cannot hold).
+fn header_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\r', '\n']) {
+        s.replace(['\r', '\n'], " ").into()
+    } else {
+        s.into()
+    }
+}
+
+/// The size of a header block on the wire: `NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`.
+fn header_bytes(h: &HeaderMap) -> usize {
+    10 + h.iter().map(|(name, values)| values.iter().map(|v| AsRef::<str>::as_ref(name).len() + 2 + v.as_str().len() + 2).sum::<usize>()).sum::<usize>() + 2
 }
 
 async fn handle(client: &Client, router: &mut Router, msg: async_nats::Message) {
