@@ -146,6 +146,21 @@ pub fn stats(plan: &Plan, metrics: &Metrics, now_ms: i64) -> Stats {
         transitions_last_minute: named(metrics.recent.last(now, 60)),
         transitions_last_hour: named(metrics.recent.last(now, 3600)),
         segments,
-        watermark_ms: (metrics.watermark.get() * 1000.0) as i64,
+        watermark_ms: (metrics.watermark.get() * 1000.0).round() as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_is_reported_to_the_millisecond() {
+        let plan = Plan::new(crate::config::parse("").expect("config").config);
+        let metrics = Metrics::new(&plan);
+        // Set as the router sets the gauge (seconds); truncating gave 1 ms less.
+        let watermark: i64 = 1_090_863_873_475;
+        metrics.watermark.set(watermark as f64 / 1000.0);
+        assert_eq!(stats(&plan, &metrics, 0).watermark_ms, watermark);
     }
 }

@@ -614,4 +614,23 @@ channels = ["email"]
         assert_eq!(view.one_id, "u-1", "u-1 was linked before u-2");
         assert_eq!(view.ids["user_id"], ["u-1", "u-2"]);
     }
+
+    #[test]
+    fn the_most_recent_touches_are_credited_when_touches_arrive_out_of_order() {
+        let (mut s, metrics) = shard_of(&format!("{CONFIG}\n[attribution]\nmax_touches = 2\n"));
+        let on = |s: &Shard, kind: &str, channel: &str, ts: i64, watermark: i64| {
+            let mut e = event_at(s, 1, kind, ts, watermark);
+            e.touch.channel = s.plan.catalog.channel(channel).expect("channel");
+            e
+        };
+        // Within the allowed lateness, an app touch arrives before two older email touches.
+        s.apply_event(&on(&s, "view", "app", 10_000, 5_000));
+        s.apply_event(&on(&s, "view", "email", 8_000, 5_000));
+        s.apply_event(&on(&s, "view", "email", 9_000, 5_000));
+        s.apply_event(&on(&s, "purchase", "email", 11_000, 6_000));
+        s.metrics.flush();
+        let credit = |channel: &str| metrics.attributed.with_label_values(&["lifecycle", "customer", channel, "first_touch"]).get();
+        // max_touches = 2: the conversion and the most recent touch before it, app at 10 s.
+        assert_eq!((credit("app"), credit("email")), (1.0, 0.0), "first_touch goes to the most recent earlier touch");
+    }
 }

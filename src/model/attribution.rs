@@ -60,7 +60,11 @@ impl PackedTouch {
     }
 }
 
-/// The last N touches of a customer, in arrival order (a ring).
+/// The latest N touches of a customer by time, oldest first (a ring once
+/// full). Events mostly arrive in time order, and then a touch goes in at
+/// the end, over the oldest; one that arrived late (within the allowed
+/// lateness) is put in its place by time, and one older than every touch
+/// kept is not kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Touches {
     ring: Vec<PackedTouch>,
@@ -76,15 +80,30 @@ impl Touches {
     }
 
     pub fn push(&mut self, t: PackedTouch, max: usize) {
-        if self.ring.len() < max {
-            self.ring.push(t);
-        } else if !self.ring.is_empty() {
-            self.ring[self.head as usize] = t;
-            self.head = ((self.head as usize + 1) % self.ring.len()) as u16;
+        let n = self.ring.len();
+        let newest = self.ring.get((self.head as usize + n).wrapping_sub(1) % n.max(1)).map_or(i64::MIN, |x| x.ts());
+        if n < max {
+            if t.ts() >= newest {
+                self.ring.push(t);
+            } else {
+                let at = self.ring.partition_point(|x| x.ts() <= t.ts());
+                self.ring.insert(at, t);
+            }
+        } else if n > 0 {
+            if t.ts() >= newest {
+                self.ring[self.head as usize] = t;
+                self.head = ((self.head as usize + 1) % n) as u16;
+            } else if t.ts() >= self.ring[self.head as usize].ts() {
+                self.ring.rotate_left(self.head as usize);
+                self.head = 0;
+                self.ring.remove(0);
+                let at = self.ring.partition_point(|x| x.ts() <= t.ts());
+                self.ring.insert(at, t);
+            }
         }
     }
 
-    /// Touches oldest-arrival first.
+    /// Touches oldest first.
     pub fn iter(&self) -> impl Iterator<Item = PackedTouch> + '_ {
         let (a, b) = self.ring.split_at(self.head as usize);
         b.iter().chain(a.iter()).copied()
@@ -229,9 +248,25 @@ mod tests {
     }
 
     #[test]
-    fn ring_keeps_the_last_n_in_arrival_order() {
+    fn ring_keeps_the_last_n_by_time() {
         let t = touches(&[(1, 1), (2, 2), (3, 3), (4, 4)], 3);
         assert_eq!(t.iter().map(|t| t.channel()).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_touch_that_arrives_late_takes_its_place_by_time() {
+        let ts = |t: &Touches| t.iter().map(|t| t.ts()).collect::<Vec<_>>();
+        let mut t = touches(&[(10, 1), (30, 3), (20, 2)], 4);
+        assert_eq!(ts(&t), [10, 20, 30], "not full yet");
+        t.push(PackedTouch::new(40, 4), 4);
+        t.push(PackedTouch::new(50, 5), 4);
+        assert_eq!(ts(&t), [20, 30, 40, 50], "full: the oldest by time goes");
+        t.push(PackedTouch::new(35, 6), 4);
+        assert_eq!(ts(&t), [30, 35, 40, 50], "late, within the kept range");
+        t.push(PackedTouch::new(25, 7), 4);
+        assert_eq!(ts(&t), [30, 35, 40, 50], "older than every touch kept: not kept");
+        t.push(PackedTouch::new(60, 8), 4);
+        assert_eq!(ts(&t), [35, 40, 50, 60], "in order again after a reordering");
     }
 
     #[test]
@@ -285,8 +320,9 @@ mod tests {
     fn the_causing_event_is_the_last_touch_even_if_older_touches_arrived_later() {
         let a = attributor();
         // arrival order: ts 5 on channel 2, then the cause at ts 4 on channel 3
-        let t = touches(&[(5, 2), (4, 3)], 32);
-        let c = credit(&a, Method::LastTouch, &t, 4);
-        assert_eq!(c, vec![(3, 1.0)], "a touch after the transition's time is not credited");
+        let before = touches(&[(5, 2)], 32);
+        let mut credited = Vec::new();
+        a.credited(&before, PackedTouch::new(4, 3), &mut credited);
+        assert_eq!(credited, [PackedTouch::new(4, 3)], "a touch after the transition's time is not credited");
     }
 }
