@@ -80,8 +80,8 @@ impl Touches {
     }
 
     pub fn push(&mut self, t: PackedTouch, max: usize) {
-        let n = self.ring.len();
-        let newest = self.ring.get((self.head as usize + n).wrapping_sub(1) % n.max(1)).map_or(i64::MIN, |x| x.ts());
+        let (n, head) = (self.ring.len(), self.head as usize);
+        let newest = self.ring.get(if head == 0 { n.wrapping_sub(1) } else { head - 1 }).map_or(i64::MIN, |x| x.ts());
         if n < max {
             if t.ts() >= newest {
                 self.ring.push(t);
@@ -91,10 +91,10 @@ impl Touches {
             }
         } else if n > 0 {
             if t.ts() >= newest {
-                self.ring[self.head as usize] = t;
-                self.head = ((self.head as usize + 1) % n) as u16;
-            } else if t.ts() >= self.ring[self.head as usize].ts() {
-                self.ring.rotate_left(self.head as usize);
+                self.ring[head] = t;
+                self.head = if head + 1 == n { 0 } else { head as u16 + 1 };
+            } else if t.ts() >= self.ring[head].ts() {
+                self.ring.rotate_left(head);
                 self.head = 0;
                 self.ring.remove(0);
                 let at = self.ring.partition_point(|x| x.ts() <= t.ts());
