@@ -217,7 +217,7 @@ impl Shard {
                     let ti = ti as usize;
                     let state = &mut c.triggers[ti];
                     if trigger_timer(timer.key, ti, state.pending_due).due == timer.due {
-                        let (from, due) = (state.pending_from, state.pending_due);
+                        let (from, due) = (plan.triggers[ti].pending_from(state), state.pending_due);
                         state.pending_due = i64::MIN;
                         send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, due, "timeout");
                     }

@@ -85,8 +85,6 @@ pub struct Trigger {
 pub struct TriggerState {
     /// Due time of the waiting trigger (`i64::MIN`: none waiting).
     pub pending_due: i64,
-    /// Time of the event that started the wait.
-    pub pending_from: i64,
     /// Time of the latest `unless` event applied (`i64::MIN`: none), so that
     /// one that arrived before its `on` event (within the allowed lateness)
     /// still cancels.
@@ -96,7 +94,7 @@ pub struct TriggerState {
 
 impl Default for TriggerState {
     fn default() -> Self {
-        TriggerState { pending_due: i64::MIN, pending_from: 0, last_unless: i64::MIN, sent: SendLog::default() }
+        TriggerState { pending_due: i64::MIN, last_unless: i64::MIN, sent: SendLog::default() }
     }
 }
 
@@ -205,6 +203,11 @@ impl Trigger {
         }
     }
 
+    /// Time of the event that started the wait (`within` before its due time).
+    pub fn pending_from(&self, s: &TriggerState) -> i64 {
+        s.pending_due - self.within.unwrap_or(0)
+    }
+
     pub fn inactivity(&self) -> Option<i64> {
         match self.start {
             Start::Inactivity(d) => Some(d),
@@ -220,7 +223,7 @@ impl Trigger {
         if let Some(unless) = &self.unless {
             if unless.matches(t) {
                 s.last_unless = s.last_unless.max(t.ts);
-                if s.is_pending() && t.ts > s.pending_from && t.ts <= s.pending_due {
+                if s.is_pending() && t.ts > self.pending_from(s) && t.ts <= s.pending_due {
                     s.pending_due = i64::MIN;
                     cancelled = true;
                 }
@@ -235,7 +238,6 @@ impl Trigger {
                             // Its `unless` came already: this wait is over before it began.
                             return OnEvent::Cancelled;
                         }
-                        s.pending_from = t.ts;
                         s.pending_due = due;
                         OnEvent::Scheduled { due, cancelled }
                     }
@@ -283,12 +285,11 @@ impl Trigger {
         s.last_unless = s.last_unless.max(other.last_unless);
         if took {
             s.pending_due = other.pending_due;
-            s.pending_from = other.pending_from;
         }
         if let Some((max, _)) = self.cap {
             s.sent.keep_latest(other.sent.iter(), max as usize);
         }
-        if s.is_pending() && self.unless.is_some() && s.last_unless > s.pending_from && s.last_unless <= s.pending_due {
+        if s.is_pending() && self.unless.is_some() && s.last_unless > self.pending_from(s) && s.last_unless <= s.pending_due {
             s.pending_due = i64::MIN;
             return OnEvent::Cancelled;
         }
