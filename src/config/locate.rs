@@ -24,8 +24,18 @@ pub fn key_at(text: &str, offset: usize) -> Option<String> {
     let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next()?;
     let key = line.split('=').next()?.trim();
-    let table =
-        text[..line_start].lines().rev().find_map(|l| l.trim().strip_prefix('[').map(|t| t.trim_start_matches('[').trim_end_matches(']').trim().to_string()));
+    // Inside an inline table (`{ from = [..], on = { knd = "x" } }`): the
+    // last `name =` before the error, rather than the line's first text.
+    let key = match key.contains(['{', ',']) {
+        true => last_key_before(&line[..(offset - line_start).min(line.len())]).unwrap_or(key),
+        false => key,
+    };
+    // The table header above (its comment left out).
+    let header = |l: &str| {
+        let l = l.split('#').next().unwrap_or("").trim();
+        l.strip_prefix('[').map(|t| t.trim_start_matches('[').trim_end_matches(']').trim().to_string())
+    };
+    let table = text[..line_start].lines().rev().find_map(header);
     if key.is_empty() || key.starts_with('[') {
         return table;
     }
@@ -33,6 +43,28 @@ pub fn key_at(text: &str, offset: usize) -> Option<String> {
         Some(t) => format!("{t}.{key}"),
         None => key.to_string(),
     })
+}
+
+/// The last bare key followed by `=` in `s`, or the key `s` ends inside of.
+fn last_key_before(s: &str) -> Option<&str> {
+    let is_key = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut best = None;
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let name = rest[..eq].trim_end();
+        let start = name.rfind(|c: char| !is_key(c)).map_or(0, |i| i + 1);
+        if start < name.len() {
+            best = Some(&name[start..]);
+        }
+        rest = &rest[eq + 1..];
+    }
+    // An error at a key itself (an unknown field) points into its name.
+    let tail = rest.trim_start_matches(|c: char| !is_key(c));
+    let tail_key = &tail[..tail.find(|c: char| !is_key(c)).unwrap_or(tail.len())];
+    if !tail_key.is_empty() && !rest.contains(['"', '[']) {
+        return Some(tail_key);
+    }
+    best
 }
 
 /// Start offset of the deepest item on `path` that exists.

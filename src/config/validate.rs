@@ -335,6 +335,10 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
 /// `"22:00"` → minutes after midnight.
 pub fn parse_hhmm(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
+    let digits = |x: &str| !x.is_empty() && x.len() <= 2 && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
+        return None;
+    }
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some(h * 60 + m)
 }
@@ -375,6 +379,35 @@ mod tests {
         let e = errors("[channels]\napp = \"tech\"\nnone = \"low\"\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("line 3: error: channels.none: `none` is a reserved channel label"), "{e:?}");
+    }
+
+    #[test]
+    fn a_syntax_error_inside_an_inline_table_names_its_key() {
+        let text = MODEL.replace("kind = \"x\"", "knd = \"x\"").replace("\"zz\"", "\"c\"");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("line 6: error: model.on: unknown field `knd`"), "{e:?}");
+    }
+
+    #[test]
+    fn a_table_header_comment_stays_out_of_the_key() {
+        let e = errors("[time]   # time settings\nallowed_latenes = \"5s\"\n");
+        assert!(e[0].starts_with("line 2: error: time.allowed_latenes:"), "{e:?}");
+    }
+
+    #[test]
+    fn quiet_hours_and_offsets_take_digits_only() {
+        let e = errors("[[trigger]]\nname = \"t\"\non = { kind = \"x\" }\nchannels = [\"push\"]\nquiet_hours = { from = \"+1:+5\", to = \"08:00\", utc_offset = \"++08:00\" }\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn the_readme_configuration_reference_is_a_valid_config() {
+        let readme = include_str!("../../README.md");
+        let block = &readme[readme.find("## Configuration").expect("section")..];
+        let block = &block[block.find("```toml\n").expect("block") + 8..];
+        let block = &block[..block.find("```").expect("block end")];
+        assert_eq!(errors(block), Vec::<String>::new());
     }
 
     #[test]

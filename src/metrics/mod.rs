@@ -291,7 +291,8 @@ pub fn worst_case_series(plan: &Plan) -> Vec<(&'static str, usize)> {
     let k = plan.catalog.kind_count();
     let stages: Vec<usize> = plan.models.iter().map(|m| m.stages.len()).collect();
     let all_stages: usize = stages.iter().sum();
-    let first = stages.first().copied().unwrap_or(0);
+    // Without models, touches are labelled with the stage `none`.
+    let first = stages.first().copied().unwrap_or(1);
     let methods = plan.attribution.methods.len();
     let f = plan.funnels.len();
     let steps: usize = plan.funnels.iter().map(|f| f.steps.len()).sum();
