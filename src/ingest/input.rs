@@ -35,8 +35,9 @@ pub struct JetStreamInput {
     client: Client,
     consumer: jetstream::consumer::PullConsumer,
     messages: pull::Stream,
-    /// Ack subject of the last message handed on, not yet acknowledged.
-    unacked: Option<Subject>,
+    /// Ack subjects of the messages handed on since the last commit (at
+    /// most one burst).
+    unacked: Vec<Subject>,
 }
 
 impl Input {
@@ -133,13 +134,16 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -
             pull::Config {
                 durable_name: Some(js.consumer.clone()),
                 filter_subjects: nats.subjects.clone(),
-                ack_policy: AckPolicy::All,
+                ack_policy: AckPolicy::Explicit,
                 max_ack_pending: MAX_ACK_PENDING,
                 ..Default::default()
             },
         )
         .await
         .with_context(|| format!("opening JetStream consumer {} on stream {}", js.consumer, js.stream))?;
+    if consumer.cached_info().config.ack_policy != AckPolicy::Explicit {
+        tracing::warn!(consumer = %js.consumer, "the JetStream consumer does not acknowledge explicitly: events delivered to a stopped run can be acknowledged unapplied; delete it so that journeyd creates it anew");
+    }
     let messages = consumer
         .clone()
         .stream()
@@ -148,7 +152,7 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -
         .await
         .with_context(|| format!("pulling from JetStream consumer {}", js.consumer))?;
     tracing::info!(stream = %js.stream, consumer = %js.consumer, "consuming from JetStream");
-    Ok(Input::JetStream(Box::new(JetStreamInput { client: client.clone(), consumer, messages, unacked: None })))
+    Ok(Input::JetStream(Box::new(JetStreamInput { client: client.clone(), consumer, messages, unacked: Vec::new() })))
 }
 
 impl JetStreamInput {
@@ -156,7 +160,7 @@ impl JetStreamInput {
         loop {
             match self.messages.next().await? {
                 Ok(m) => {
-                    self.unacked = m.message.reply.clone();
+                    self.unacked.extend(m.message.reply.clone());
                     return Some(m.message);
                 }
                 // Heartbeats missed during a reconnect and the like: the
@@ -169,10 +173,13 @@ impl JetStreamInput {
         }
     }
 
+    /// Acknowledges every message handed on since the last commit, each on
+    /// its own: an ack-all would also acknowledge messages a previous run
+    /// was delivered and never applied, before the server redelivers them.
     async fn commit(&mut self) {
-        if let Some(reply) = self.unacked.take() {
+        for reply in self.unacked.drain(..) {
             if let Err(e) = self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await {
-                tracing::warn!(error = %e, "cannot acknowledge JetStream messages; they will be redelivered and deduplicated");
+                tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered and deduplicated");
             }
         }
     }
