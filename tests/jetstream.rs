@@ -107,3 +107,63 @@ async fn a_burst_far_beyond_the_subscription_buffer_loses_nothing() {
     assert_eq!(sum_or_zero(&m, "journey_dlq_total", &[]), 0.0);
     j.stop().await;
 }
+
+/// Publishes into the stream in chunks, awaiting each chunk's store acks.
+async fn publish_stored_chunked(js: &async_nats::jetstream::Context, events: &[Value]) {
+    for chunk in events.chunks(2_000) {
+        publish_stored(js, chunk).await;
+    }
+}
+
+/// A task counting every transition's `event_id` until aborted.
+fn collect_transitions(
+    mut sub: async_nats::Subscriber,
+) -> (std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, u32>::new()));
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let t: Value = serde_json::from_slice(&msg.payload).expect("transition JSON");
+            let id = t["event_id"].as_str().unwrap_or("").to_string();
+            *s.lock().unwrap().entry(id).or_default() += 1;
+        }
+    });
+    (seen, task)
+}
+
+/// What was delivered to a run but not taken when it stopped (the pull stream is ahead of
+/// the loop) is applied by the next run, after the consumer's ack wait: the next run's
+/// acks do not acknowledge it unapplied, as an ack-all consumer's would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_a_drain_mid_stream_then_restart_applies_every_event() {
+    const N: usize = 30_000;
+    let nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
+        .await
+        .expect("create the stream");
+    let watcher = async_nats::ConnectOptions::new().subscription_capacity(1 << 20).connect(nats.url()).await.expect("connect");
+    let sub = watcher.subscribe("journey.transition.>").await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    let (seen, collector) = collect_transitions(sub);
+    let t = days_ago(1);
+    let events: Vec<Value> = (0..N).map(|i| event(&format!("d-{i}"), t, &format!("d-user-{i}"), "app", "signup")).collect();
+    publish_stored_chunked(&js, &events).await;
+
+    let first = Service::start(&config(&nats, 262_144)).await;
+    first.wait_metrics("the first run applied some events", |m| sum_or_zero(m, "journey_events_total", &[]) >= 2_000.0).await;
+    first.stop().await; // what SIGTERM does: drain, publish what is pending
+
+    let second = Service::start(&config(&nats, 262_144)).await;
+    // What the first run was delivered and did not take comes back after the
+    // consumer's ack wait (30 s).
+    let all = seen.clone();
+    common::wait_until("every event produced its transition", std::time::Duration::from_secs(120), || {
+        let all = all.clone();
+        async move { (all.lock().unwrap().len() == N).then_some(()) }
+    })
+    .await;
+    second.stop().await;
+    collector.abort();
+}
