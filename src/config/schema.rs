@@ -220,11 +220,29 @@ impl ServiceMode {
 }
 
 /// One name or a list of names.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a name or a list of names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<OneOrMany, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl OneOrMany {
@@ -286,11 +304,31 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A funnel step: a kind name, or a table (whose own errors, such as an
+/// unknown key, are reported as they are).
+#[derive(Debug, Clone)]
 pub enum FunnelStepConfig {
     Kind(String),
     Step(StepTable),
+}
+
+impl<'de> Deserialize<'de> for FunnelStepConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FunnelStepConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a kind name or a step table { kind, name, channel, min_value, within }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FunnelStepConfig, E> {
+                Ok(FunnelStepConfig::Kind(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FunnelStepConfig, A::Error> {
+                StepTable::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(FunnelStepConfig::Step)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

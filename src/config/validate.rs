@@ -390,6 +390,14 @@ mod tests {
     }
 
     #[test]
+    fn a_typo_in_a_funnel_step_table_and_a_wrong_type_for_a_name_say_what_is_wrong() {
+        let e = errors("[[funnel]]\nname = \"f\"\nwindow = \"1d\"\nsteps = [\"a\", { kind = \"b\", withn = \"1d\" }]\n");
+        assert!(e[0].contains("unknown field `withn`"), "{e:?}");
+        let e = errors(&MODEL.replace("kind = \"x\"", "kind = 3").replace("\"zz\"", "\"c\""));
+        assert!(e[0].contains("expected a name or a list of names"), "{e:?}");
+    }
+
+    #[test]
     fn a_table_header_comment_stays_out_of_the_key() {
         let e = errors("[time]   # time settings\nallowed_latenes = \"5s\"\n");
         assert!(e[0].starts_with("line 2: error: time.allowed_latenes:"), "{e:?}");
