@@ -229,7 +229,7 @@ impl Workload {
                 shard.apply_event(op);
             }
             shard.metrics.flush();
-            shard.out.clear();
+            shard.out.messages.clear();
             left -= n;
         }
     }

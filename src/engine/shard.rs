@@ -28,17 +28,24 @@ pub struct Shard {
     customers: CustomerTable,
     timers: TimerQueue,
     pub metrics: ShardMetrics,
+    id_types: IdTypes,
+    /// Transitions and triggers, counted and serialised.
+    pub out: Output,
+    watermark: i64,
+    scratch: Scratch,
+}
+
+/// What a shard publishes: each transition and trigger is counted, and
+/// serialised into `messages` unless nobody will publish it (a replay).
+pub struct Output {
+    /// Messages produced since the worker last published.
+    pub messages: Vec<Outbound>,
+    emit: bool,
     subjects: TransitionSubjects,
     json: TransitionJson,
     trigger_subjects: Vec<Subject>,
-    id_types: IdTypes,
-    /// Messages produced since the worker last published.
-    pub out: Vec<Outbound>,
-    /// Whether transitions and triggers are serialised into `out` (not when
-    /// nobody will publish them, as in a replay); metrics count them either way.
-    emit: bool,
-    watermark: i64,
-    scratch: Scratch,
+    /// Where a transition's JSON is written before it is copied out at its size.
+    buf: Vec<u8>,
 }
 
 /// Reused buffers, so attribution allocates only the JSON it publishes.
@@ -47,8 +54,6 @@ struct Scratch {
     credited: Vec<PackedTouch>,
     weights: Vec<f64>,
     credits: Vec<Credit>,
-    /// Where a transition's JSON is written before it is copied out at its size.
-    json: Vec<u8>,
 }
 
 /// What caused a transition, for its JSON.
@@ -63,16 +68,19 @@ impl Shard {
     pub fn new(index: usize, plan: Arc<Plan>, metrics: ShardMetrics) -> Shard {
         Shard {
             index,
-            subjects: TransitionSubjects::new(&plan),
-            json: TransitionJson::new(&plan),
-            trigger_subjects: plan.triggers.iter().map(|t| Subject::from(format!("journey.trigger.{}", t.name))).collect(),
+            out: Output {
+                messages: Vec::new(),
+                emit: true,
+                subjects: TransitionSubjects::new(&plan),
+                json: TransitionJson::new(&plan),
+                trigger_subjects: plan.triggers.iter().map(|t| Subject::from(format!("journey.trigger.{}", t.name))).collect(),
+                buf: Vec::new(),
+            },
             id_types: plan.catalog.id_types.clone(),
             plan,
             customers: CustomerTable::default(),
             timers: TimerQueue::default(),
             metrics,
-            out: Vec::new(),
-            emit: true,
             watermark: i64::MIN,
             scratch: Scratch::default(),
         }
@@ -80,7 +88,7 @@ impl Shard {
 
     /// Stops serialising output nobody publishes.
     pub fn discard_output(&mut self) {
-        self.emit = false;
+        self.out.emit = false;
     }
 
     pub fn customers(&self) -> usize {
@@ -121,17 +129,7 @@ impl Shard {
         for f in fired {
             self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
             attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-            publish(
-                self.emit.then_some(&mut self.out),
-                &mut self.metrics,
-                &self.subjects,
-                &self.json,
-                &mut self.scratch.json,
-                &self.scratch.credits,
-                c.one_id(),
-                f,
-                &origin,
-            );
+            self.out.transition(&mut self.metrics, &self.scratch.credits, c.one_id(), f, &origin);
         }
         c.touches.push(touch, plan.attribution.max_touches);
         c.first_seen = c.first_seen.min(t.ts);
@@ -156,7 +154,7 @@ impl Shard {
                     }
                     self.timers.push(trigger_timer(ev.key, ti, due));
                 }
-                OnEvent::DueNow => send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, t.ts, t.ts, "event"),
+                OnEvent::DueNow => self.out.trigger(&self.metrics, plan, c, ti, t.ts, t.ts, "event"),
             }
         }
         if plan.segments.record(&mut c.segment, t.kind, t.ts) {
@@ -192,17 +190,7 @@ impl Shard {
                     let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
                     for f in fired {
                         self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-                        publish(
-                            self.emit.then_some(&mut self.out),
-                            &mut self.metrics,
-                            &self.subjects,
-                            &self.json,
-                            &mut self.scratch.json,
-                            &[],
-                            c.one_id(),
-                            f,
-                            &origin,
-                        );
+                        self.out.transition(&mut self.metrics, &[], c.one_id(), f, &origin);
                     }
                 }
                 TimerKind::FunnelExpiry(fi) => {
@@ -219,7 +207,7 @@ impl Shard {
                     if trigger_timer(timer.key, ti, state.pending_due).due == timer.due {
                         let (from, due) = (plan.triggers[ti].pending_from(state), state.pending_due);
                         state.pending_due = i64::MIN;
-                        send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, due, "timeout");
+                        self.out.trigger(&self.metrics, plan, c, ti, from, due, "timeout");
                     }
                 }
                 TimerKind::TriggerInactivity(ti) => {
@@ -231,7 +219,7 @@ impl Shard {
                     }
                     c.armed &= !plan.triggers[ti].armed_bit;
                     let from = c.last_seen;
-                    send_trigger(self.emit.then_some(&mut self.out), &self.metrics, &self.trigger_subjects, plan, c, ti, from, timer.due, "inactivity");
+                    self.out.trigger(&self.metrics, plan, c, ti, from, timer.due, "inactivity");
                 }
             }
         }
@@ -289,17 +277,7 @@ impl Shard {
                 if side != m.to {
                     let f = Fired { model: m.model, from: side, to: m.to };
                     attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
-                    publish(
-                        self.emit.then_some(&mut self.out),
-                        &mut self.metrics,
-                        &self.subjects,
-                        &self.json,
-                        &mut self.scratch.json,
-                        &self.scratch.credits,
-                        c.one_id(),
-                        f,
-                        &origin,
-                    );
+                    self.out.transition(&mut self.metrics, &self.scratch.credits, c.one_id(), f, &origin);
                 }
             }
             if m.survivor != m.to {
@@ -369,30 +347,6 @@ fn trigger_timer(key: CustomerKey, ti: usize, due: i64) -> Timer {
     Timer { due: due.saturating_add(1), key, kind: TimerKind::TriggerDue(ti as u16) }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn send_trigger(
-    out: Option<&mut Vec<Outbound>>,
-    metrics: &ShardMetrics,
-    subjects: &[Subject],
-    plan: &Plan,
-    c: &mut Customer,
-    ti: usize,
-    from: i64,
-    at: i64,
-    reason: &str,
-) {
-    let trigger = &plan.triggers[ti];
-    match trigger.decide(&mut c.triggers[ti], &c.consent, at) {
-        Decision::Send(channel) => {
-            metrics.trigger_sent(ti, channel);
-            let Some(out) = out else { return };
-            let json = TriggerJson { one_id: c.one_id(), trigger: &trigger.name, channel: plan.catalog.channel_name(channel), ts: from, due_ts: at, reason };
-            out.push(Outbound { subject: subjects[ti].clone(), payload: to_bytes(&json) });
-        }
-        Decision::Suppress(why) => metrics.trigger_suppressed(ti, why),
-    }
-}
-
 /// Recomputes the customer's segment cell at `watermark` and queues a timer
 /// for the next time an event leaves its window (unless one is due sooner).
 fn resegment(timers: &mut TimerQueue, metrics: &ShardMetrics, plan: &Plan, key: CustomerKey, c: &mut Customer, watermark: i64) {
@@ -433,26 +387,38 @@ fn attribute(plan: &Plan, metrics: &mut ShardMetrics, scratch: &mut Scratch, c: 
     sort_credits(plan, credits);
 }
 
-/// Counts a transition and, when output is kept, writes its JSON (in `buf`,
-/// then copied out at its size) with `credits` as its attribution.
-#[allow(clippy::too_many_arguments)]
-fn publish(
-    out: Option<&mut Vec<Outbound>>,
-    metrics: &mut ShardMetrics,
-    subjects: &TransitionSubjects,
-    json: &TransitionJson,
-    buf: &mut Vec<u8>,
-    credits: &[Credit],
-    one_id: &str,
-    f: Fired,
-    o: &Origin,
-) {
-    metrics.transition(f.model, f.from, f.to, o.channel);
-    let Some(out) = out else { return };
-    let t = Transition { one_id, model: f.model, from: f.from, to: f.to, ts: o.ts, event_id: o.event_id, channel: o.channel, reason: o.cause, credits };
-    buf.clear();
-    json.write(buf, &t);
-    out.push(Outbound { subject: subjects.get(f.model, f.from, f.to), payload: Bytes::copy_from_slice(buf) });
+impl Output {
+    /// Counts a transition and, when output is kept, writes its JSON (in
+    /// `buf`, then copied out at its size) with its attribution `credits`.
+    fn transition(&mut self, metrics: &mut ShardMetrics, credits: &[Credit], one_id: &str, f: Fired, o: &Origin) {
+        metrics.transition(f.model, f.from, f.to, o.channel);
+        if !self.emit {
+            return;
+        }
+        let t = Transition { one_id, model: f.model, from: f.from, to: f.to, ts: o.ts, event_id: o.event_id, channel: o.channel, reason: o.cause, credits };
+        self.buf.clear();
+        self.json.write(&mut self.buf, &t);
+        self.messages.push(Outbound { subject: self.subjects.get(f.model, f.from, f.to), payload: Bytes::copy_from_slice(&self.buf) });
+    }
+
+    /// Decides a due trigger (consent, quiet hours, cap), counts the outcome
+    /// and, when sent and output is kept, writes its message.
+    #[allow(clippy::too_many_arguments)]
+    fn trigger(&mut self, metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, ti: usize, from: i64, at: i64, reason: &str) {
+        let trigger = &plan.triggers[ti];
+        match trigger.decide(&mut c.triggers[ti], &c.consent, at) {
+            Decision::Send(channel) => {
+                metrics.trigger_sent(ti, channel);
+                if !self.emit {
+                    return;
+                }
+                let json =
+                    TriggerJson { one_id: c.one_id(), trigger: &trigger.name, channel: plan.catalog.channel_name(channel), ts: from, due_ts: at, reason };
+                self.messages.push(Outbound { subject: self.trigger_subjects[ti].clone(), payload: to_bytes(&json) });
+            }
+            Decision::Suppress(why) => metrics.trigger_suppressed(ti, why),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -522,8 +488,8 @@ channels = ["email"]
     }
 
     fn triggers_sent(shard: &mut Shard) -> Vec<String> {
-        let subjects = shard.out.iter().map(|o| o.subject.to_string()).filter(|s| s.starts_with("journey.trigger.")).collect();
-        shard.out.clear();
+        let subjects = shard.out.messages.iter().map(|o| o.subject.to_string()).filter(|s| s.starts_with("journey.trigger.")).collect();
+        shard.out.messages.clear();
         subjects
     }
 

@@ -94,8 +94,8 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
                     shard.apply_event(&ev);
                     let mut done = Instant::now();
                     let engine = done.duration_since(start);
-                    if !shard.out.is_empty() {
-                        sink.publish(&mut shard.out).await;
+                    if !shard.out.messages.is_empty() {
+                        sink.publish(&mut shard.out.messages).await;
                         done = Instant::now();
                     }
                     let end_to_end = done.duration_since(ev.received);
@@ -128,7 +128,7 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
                 Op::Barrier(tx) => barriers.push(tx),
             }
         }
-        sink.publish(&mut shard.out).await;
+        sink.publish(&mut shard.out.messages).await;
         if !e2e.is_empty() {
             e2e_lat.record_all(&e2e);
             engine_lat.record_all(&engine_ns);
@@ -143,7 +143,7 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
             }
         }
     }
-    sink.publish(&mut shard.out).await;
+    sink.publish(&mut shard.out.messages).await;
     sink.final_flush().await;
     shard.metrics.flush();
     ShardReport { index: shard.index, customers: shard.customers(), pending_timers: shard.pending_timers() }
