@@ -137,7 +137,7 @@ fn collect_transitions(
 /// acks do not acknowledge it unapplied, as an ack-all consumer's would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_a_drain_mid_stream_then_restart_applies_every_event() {
-    const N: usize = 30_000;
+    const N: usize = 10_000;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
     js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
