@@ -43,7 +43,11 @@ pub struct TimerQueue {
     order: BinaryHeap<Reverse<i64>>,
     /// The reached buckets' timers, sorted latest first (popped from the end).
     ready: Vec<Timer>,
-    /// Timers due before this are in `ready`.
+    /// Timers pushed after their bucket was reached (due before `ready_until`):
+    /// a heap, so that a short wait queued at a high rate costs a log, not a
+    /// shift of the whole sorted `ready`.
+    pushed: BinaryHeap<Reverse<Timer>>,
+    /// Timers due before this are in `ready` or `pushed`.
     ready_until: i64,
     len: usize,
 }
@@ -52,8 +56,7 @@ impl TimerQueue {
     pub fn push(&mut self, t: Timer) {
         self.len += 1;
         if t.due < self.ready_until {
-            let at = self.ready.partition_point(|r| r > &t);
-            self.ready.insert(at, t);
+            self.pushed.push(Reverse(t));
             return;
         }
         let b = t.due.div_euclid(BUCKET_MS);
@@ -69,12 +72,14 @@ impl TimerQueue {
     /// The next timer due at or before `watermark`, in due order.
     pub fn pop_due(&mut self, watermark: i64) -> Option<Timer> {
         loop {
-            if let Some(last) = self.ready.last() {
-                if last.due > watermark {
+            let sorted = self.ready.last();
+            let pushed = self.pushed.peek().map(|r| &r.0);
+            if let Some(next) = sorted.into_iter().chain(pushed).min() {
+                if next.due > watermark {
                     return None;
                 }
                 self.len -= 1;
-                return self.ready.pop();
+                return if sorted == Some(next) { self.ready.pop() } else { self.pushed.pop().map(|r| r.0) };
             }
             let Reverse(b) = *self.order.peek()?;
             if b.saturating_mul(BUCKET_MS) > watermark {
@@ -88,8 +93,9 @@ impl TimerQueue {
         }
     }
 
-    /// The customer of the `n`-th timer still to pop in the reached buckets
-    /// (0: the next), if any (it may not be due yet): for prefetching.
+    /// The customer of the `n`-th timer still to pop in the reached buckets'
+    /// sorted part (0: the next), if any (it may not be due yet, and one
+    /// pushed since may come first): for prefetching.
     pub fn key_ahead(&self, n: usize) -> Option<CustomerKey> {
         let i = self.ready.len().checked_sub(n + 1)?;
         Some(self.ready[i].key)
@@ -138,5 +144,29 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q.pop_due(i64::MAX).map(|x| x.key), Some(1));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn timers_pushed_into_a_reached_bucket_interleave_with_its_sorted_ones() {
+        let mut q = TimerQueue::default();
+        for key in 0..50 {
+            q.push(t(1_000 + 100 * key as i64, key));
+        }
+        assert_eq!(q.pop_due(1_000).map(|x| x.key), Some(0));
+        // Pushed now, due between the bucket's own timers, and equal to one.
+        for (i, due) in [2_050, 1_150, 6_000, 1_200, 3_333].into_iter().enumerate() {
+            q.push(t(due, 100 + i as u32));
+        }
+        let mut popped = Vec::new();
+        let mut watermark = 1_000;
+        while !q.is_empty() {
+            watermark += 37;
+            while let Some(x) = q.pop_due(watermark) {
+                assert!(x.due <= watermark);
+                popped.push(x);
+            }
+        }
+        assert_eq!(popped.len(), 54);
+        assert!(popped.windows(2).all(|w| w[0] <= w[1]), "not in due order: {popped:?}");
     }
 }
