@@ -230,6 +230,15 @@ impl IdTypes {
         Some(id)
     }
 
+    /// How many id types are interned.
+    pub fn len(&self) -> usize {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn lookup(&self, name: &str) -> Option<IdTypeId> {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).index.get(name).copied()
     }

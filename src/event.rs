@@ -239,7 +239,12 @@ impl<'de> Deserialize<'de> for IdsField<'de> {
                         Scalar::Str(_) if k.0.is_empty() => {
                             bad.get_or_insert(BadId::EmptyType);
                         }
-                        Scalar::Str(value) => ids.push((k.0, value)),
+                        Scalar::Str(value) => match ids.iter().find(|(t, _)| *t == k.0) {
+                            // The same id twice is one id; two under one key are not an object.
+                            Some((_, v)) if *v == value => {}
+                            Some(_) => return Err(de::Error::custom(format_args!("`ids` has the key `{}` twice with different values", k.0))),
+                            None => ids.push((k.0, value)),
+                        },
                         _ => {
                             bad.get_or_insert(BadId::NotString(k.0));
                         }
@@ -563,6 +568,8 @@ mod tests {
         assert_eq!(run(&ok(r#"{"user_id":null}"#), None), Err(RejectReason::NoUsableId));
         assert_eq!(run(&ok(r#"{"":"x","phone":"p"}"#), None), Err(RejectReason::WrongType));
         assert_eq!(run(&ok(r#"{"user_id":"anonymous","phone":7}"#), None), Err(RejectReason::WrongType), "a wrong value after a blocked one");
+        assert_eq!(run(&ok(r#"{"user_id":"u","user_id":"u"}"#), None).map(|d| d.2), Ok(1), "the same id twice is one id");
+        assert_eq!(run(&ok(r#"{"user_id":"u","user_id":"v"}"#), None), Err(RejectReason::NotJson), "one key, two ids");
         assert_eq!(run(&ok("[]"), None), Err(RejectReason::WrongType));
         assert_eq!(run(&ok("{}"), None), Err(RejectReason::EmptyIds));
         assert_eq!(run(&ok("null"), None), Err(RejectReason::MissingField));

@@ -9,7 +9,7 @@
 //! `max_group_size` ids per customer; an event that would break either is
 //! refused and links nothing.
 
-use crate::catalog::{IdTypeId, IdTypes};
+use crate::catalog::{IdTypeId, IdTypes, MAX_ID_TYPES};
 use crate::config::IdentityConfig;
 use crate::event::{RejectReason, Rejection};
 use rustc_hash::{FxHashMap, FxHasher};
@@ -92,11 +92,12 @@ impl Resolver {
         self.index.len()
     }
 
-    fn type_id(&mut self, name: &str) -> Option<IdTypeId> {
+    /// The id of a known id type (interned by the config or an earlier event).
+    fn known_type(&mut self, name: &str) -> Option<IdTypeId> {
         if let Some(id) = self.type_cache.get(name) {
             return Some(*id);
         }
-        let id = self.types.intern(name)?;
+        let id = self.types.lookup(name)?;
         self.type_cache.insert(name.into(), id);
         Some(id)
     }
@@ -128,21 +129,37 @@ impl Resolver {
     pub fn resolve(&mut self, ids: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<Resolved, Rejection> {
         let mut roots: SmallVec<[u32; 2]> = SmallVec::new();
         let mut fresh: SmallVec<[(IdTypeId, u64, usize); 4]> = SmallVec::new();
+        // Ids of types no event has brought yet: necessarily new ids. Their
+        // types are interned only if the event is taken (a refused event
+        // leaves the id types, and so the ONE_ID order, as they were).
+        let mut untyped: SmallVec<[usize; 2]> = SmallVec::new();
         for (i, (ty, value)) in ids.iter().enumerate() {
-            let t = self
-                .type_id(ty)
-                .ok_or_else(|| Rejection::new(RejectReason::TooManyIdTypes, format!("id type `{ty}` is past the limit of distinct id types")))?;
+            let Some(t) = self.known_type(ty) else {
+                // The same id twice on one event is one id.
+                if !untyped.iter().any(|&j| ids[j] == ids[i]) {
+                    untyped.push(i);
+                }
+                continue;
+            };
             let h = id_hash(t, value);
             match self.index.get(&h).copied().and_then(|k| self.find(k)) {
                 Some(r) if !roots.contains(&r) => roots.push(r),
                 Some(_) => {}
-                // The same id twice on one event is one id.
                 None if fresh.iter().any(|(_, fh, _)| *fh == h) => {}
                 None => fresh.push((t, h, i)),
             }
         }
+        let mut new_types: SmallVec<[&str; 2]> = SmallVec::new();
+        for &i in &untyped {
+            if !new_types.contains(&ids[i].0.as_ref()) {
+                new_types.push(&ids[i].0);
+            }
+        }
+        if let Some(ty) = new_types.get(MAX_ID_TYPES.saturating_sub(self.types.len())) {
+            return Err(Rejection::new(RejectReason::TooManyIdTypes, format!("id type `{ty}` is past the limit of distinct id types")));
+        }
         // Guard rails over the group this event would make.
-        let size: u64 = roots.iter().map(|r| self.size[*r as usize] as u64).sum::<u64>() + fresh.len() as u64;
+        let size: u64 = roots.iter().map(|r| self.size[*r as usize] as u64).sum::<u64>() + (fresh.len() + untyped.len()) as u64;
         if size > self.max_group as u64 {
             return Err(Rejection::new(RejectReason::GroupLimit, format!("linking would make a customer of {size} ids (limit {})", self.max_group)));
         }
@@ -155,6 +172,20 @@ impl Resolver {
             }
         }
         // Commit.
+        let some_untyped = !untyped.is_empty();
+        for i in untyped {
+            let ty = &ids[i].0;
+            let t = self
+                .types
+                .intern(ty)
+                .ok_or_else(|| Rejection::new(RejectReason::TooManyIdTypes, format!("id type `{ty}` is past the limit of distinct id types")))?;
+            self.type_cache.insert(ty.as_ref().into(), t);
+            fresh.push((t, id_hash(t, &ids[i].1), i));
+        }
+        if some_untyped {
+            // New ids in the event's order.
+            fresh.sort_unstable_by_key(|f| f.2);
+        }
         roots.sort_by_key(|r| (std::cmp::Reverse(self.size[*r as usize]), *r));
         let created = roots.is_empty();
         let key = match roots.first() {
@@ -304,5 +335,36 @@ mod tests {
         let b = r.resolve(&ids(&[("user_id", "u")])).unwrap();
         assert!(b.created);
         assert_ne!(b.key, a);
+    }
+
+    #[test]
+    fn a_refused_event_leaves_the_id_types_as_they_were() {
+        let mut r = resolver("max_group_size = 2\n");
+        r.resolve(&ids(&[("anonymous_id", "a"), ("phone", "p")])).unwrap();
+        let known = r.types.len();
+        let err = r.resolve(&ids(&[("anonymous_id", "a"), ("crm_id", "c")])).unwrap_err();
+        assert_eq!(err.reason, RejectReason::GroupLimit);
+        assert_eq!((r.types.len(), r.types.lookup("crm_id")), (known, None));
+        // Taken, the new type is interned, and its id found by it.
+        let k = r.resolve(&ids(&[("crm_id", "c"), ("crm_id", "c"), ("loyalty", "l")])).unwrap();
+        assert_eq!(
+            k.new_ids.iter().map(|(t, v)| (r.types.name(*t).to_string(), v.to_string())).collect::<Vec<_>>(),
+            [("crm_id".to_string(), "c".to_string()), ("loyalty".to_string(), "l".to_string())]
+        );
+        assert_eq!(r.lookup(Some("crm_id"), "c"), Some(k.key));
+    }
+
+    #[test]
+    fn id_types_past_the_limit_are_refused_without_interning_any() {
+        let mut r = resolver("");
+        for n in r.types.len()..MAX_ID_TYPES - 1 {
+            r.resolve(&ids(&[(&format!("t{n}"), "v")])).unwrap();
+        }
+        let err = r.resolve(&ids(&[("new_a", "v"), ("new_b", "v")])).unwrap_err();
+        assert_eq!(err.reason, RejectReason::TooManyIdTypes);
+        assert!(err.detail.contains("new_b"), "{}", err.detail);
+        assert_eq!((r.types.len(), r.types.lookup("new_a")), (MAX_ID_TYPES - 1, None));
+        r.resolve(&ids(&[("new_a", "v"), ("new_a", "w")])).unwrap();
+        assert_eq!(r.types.len(), MAX_ID_TYPES);
     }
 }
