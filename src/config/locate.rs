@@ -35,8 +35,12 @@ pub fn key_at(text: &str, offset: usize) -> Option<String> {
         let l = l.split('#').next().unwrap_or("").trim();
         l.strip_prefix('[').map(|t| t.trim_start_matches('[').trim_end_matches(']').trim().to_string())
     };
+    // An error at a table header (`[model]` where a list is expected) is that table's.
+    if key.starts_with('[') {
+        return header(line);
+    }
     let table = text[..line_start].lines().rev().find_map(header);
-    if key.is_empty() || key.starts_with('[') {
+    if key.is_empty() {
         return table;
     }
     Some(match table {

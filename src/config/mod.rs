@@ -96,12 +96,25 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
 fn syntax_diagnostic(text: &str, e: &toml::de::Error) -> Diagnostic {
     let line = e.span().map(|s| locate::line_of(text, s.start));
     let key = e.span().and_then(|s| locate::key_at(text, s.start)).unwrap_or_else(|| "(syntax)".into());
-    Diagnostic { severity: Severity::Error, key, line, message: e.message().trim().to_string() }
+    let mut message = e.message().trim().to_string();
+    // `[model]` for `[[model]]`: say how a list of tables is written.
+    let single_header = |l: &str| l.trim_start().starts_with('[') && !l.trim_start().starts_with("[[");
+    if message.ends_with("expected a sequence") && line.and_then(|l| text.lines().nth(l - 1)).is_some_and(single_header) {
+        message.push_str(&format!(" (`[{key}]` is one table; each entry of the list starts with `[[{key}]]`)"));
+    }
+    Diagnostic { severity: Severity::Error, key, line, message }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_bracket_header_for_a_list_names_the_table_and_the_fix() {
+        let err = parse("kinds = [\"signup\"]\n\n[model]\nname = \"life\"\n").unwrap_err();
+        assert_eq!((err[0].key.as_str(), err[0].line), ("model", Some(3)), "{err:?}");
+        assert!(err[0].message.contains("starts with `[[model]]`"), "{err:?}");
+    }
 
     #[test]
     fn unknown_key_is_reported_with_its_line() {

@@ -118,7 +118,8 @@ fn check_nats(c: &Config, f: &mut Findings) {
         }
     }
     if c.nats.user.is_some() != c.nats.password.is_some() {
-        f.error("nats.user", "user and password go together");
+        let (given, missing) = if c.nats.user.is_some() { ("nats.user", "nats.password") } else { ("nats.password", "nats.user") };
+        f.error(given, format!("user and password go together: `{missing}` is missing"));
     }
 }
 
@@ -172,6 +173,9 @@ fn check_match(c: &Config, key: &str, m: &MatchConfig, allow_count: bool, f: &mu
     if let Some(ch) = &m.channel {
         check_channels(c, &format!("{key}.channel"), &ch.names(), f);
     }
+    if m.channel.as_ref().is_some_and(|ch| ch.names().is_empty()) {
+        f.error(format!("{key}.channel"), "an empty list matches no event: name a channel or a list of channels, or leave `channel` out");
+    }
     if let Some(v) = m.min_value {
         if !v.is_finite() {
             f.error(format!("{key}.min_value"), "must be a finite number");
@@ -214,6 +218,9 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
     let mut reachable: HashSet<&str> = HashSet::from([m.initial.as_str()]);
     for (j, t) in m.transitions.iter().enumerate() {
         let key = format!("{base}.transitions[{j}]");
+        if t.from.names().is_empty() {
+            f.error(format!("{key}.from"), "an empty list never holds: name a stage or a list of stages");
+        }
         for s in t.from.names() {
             if !stages.contains(s) {
                 f.error(format!("{key}.from"), format!("unknown stage `{s}`"));
@@ -457,6 +464,23 @@ mod tests {
         let text = format!("{}{}", MODEL.replace("\"zz\"", "\"b\""), MODEL.replace("\"zz\"", "\"b\""));
         let e = errors(&text);
         assert!(e.iter().any(|e| e.contains("duplicate model name `life`")), "{e:?}");
+    }
+
+    #[test]
+    fn empty_lists_of_stages_or_channels_are_errors() {
+        let e = errors(&MODEL.replace("from = [\"a\"]", "from = []").replace("kind = \"y\"", "kind = \"y\", channel = []").replace("\"zz\"", "\"c\""));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("model[0].transitions[0].from: an empty list never holds"), "{e:?}");
+        assert!(e[1].contains("model[0].transitions[1].on.channel: an empty list matches no event"), "{e:?}");
+    }
+
+    #[test]
+    fn user_and_password_name_the_one_given() {
+        let model = MODEL.replace("\"zz\"", "\"b\"");
+        let e = errors(&format!("[nats]\npassword = \"p\"\n\n{model}"));
+        assert!(e.len() == 1 && e[0].contains("nats.password: user and password go together: `nats.user` is missing"), "{e:?}");
+        let e = errors(&format!("[nats]\nuser = \"u\"\n\n{model}"));
+        assert!(e.len() == 1 && e[0].contains("nats.user: user and password go together: `nats.password` is missing"), "{e:?}");
     }
 
     #[test]
