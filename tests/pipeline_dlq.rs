@@ -165,7 +165,7 @@ async fn a_duplicate_event_id_is_counted_and_applied_once() {
     assert!(drain_ready(&mut p.transitions).is_empty());
 }
 
-// --- review-c: a refusal detail with a line break panics the router (async-nats HeaderValue::from asserts no CR/LF) ---
+// A refusal detail with a line break must not stop the router (async-nats header values refuse CR/LF).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_timestamp_with_a_line_break_is_refused_and_the_pipeline_goes_on() {
@@ -191,7 +191,7 @@ async fn an_id_type_with_a_line_break_and_a_wrong_typed_id_is_refused_and_the_pi
     assert_refused(&[], "touch.app.signup", &bytes(&ev), "wrong_type").await;
 }
 
-// --- review-c: the same id twice in `ids` is one id ---
+// The same id twice in `ids` is one id.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_id_twice_in_ids_links_one_id_and_is_no_identity_conflict() {
@@ -209,7 +209,7 @@ async fn the_same_id_twice_in_ids_links_one_id_and_is_no_identity_conflict() {
     assert_eq!(c["ids"]["user_id"], json!(["u1"]));
 }
 
-// --- review-c: an oversized payload near the server's max_payload is lost instead of reaching journey.dlq ---
+// A payload near the server's max_payload still reaches journey.dlq (with Journey-Reason alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_payload_near_the_nats_max_payload_still_reaches_the_dlq() {
     // nats-server's default max_payload is 1 MiB. The original bytes plus a bare

@@ -167,7 +167,7 @@ fn assert_passes_check_config(file: &str) {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{file}: ok")), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
-// --- review-c: README "GET /readyz: 200 once subscribed to NATS, 503 before and while draining" ---
+// README: "GET /readyz: 200 once subscribed to NATS, 503 before and while draining".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_503_while_journeyd_drains() {
     let mut nats = NatsServer::start();
@@ -179,4 +179,23 @@ async fn readyz_answers_503_while_journeyd_drains() {
         matches!(common::try_http_get(&svc.http, "/readyz").await, Ok((503, _))).then_some(())
     })
     .await;
+}
+
+// The slow-consumer alert is an `increase()`: the series must exist at 0
+// before the first slow-consumer event, or it is born at its first value
+// (async-nats reports one event per dropped message) and shows no increase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nats_connection_event_series_is_exported_at_zero_from_start_up() {
+    let nats = NatsServer::start();
+    let svc = Service::start_on(&nats, EVENT_TIME_ONLY, LIFECYCLE).await;
+    let text = svc.metrics().await;
+    for event in ["slow_consumer", "disconnected", "server_error", "client_error"] {
+        assert_eq!(
+            common::metric_value(&text, "journey_nats_connection_events_total", &[("event", event)]),
+            Some(0.0),
+            "journey_nats_connection_events_total{{event={event:?}}} at start-up; /metrics has:\n{}",
+            text.lines().filter(|l| l.starts_with("journey_nats_connection_events_total")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    svc.stop().await;
 }

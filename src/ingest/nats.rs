@@ -30,6 +30,20 @@ pub fn wall_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The `event` label of a connection event (one of [`crate::metrics::NATS_EVENTS`]).
+fn event_label(event: &async_nats::Event) -> &'static str {
+    match event {
+        async_nats::Event::Connected => "connected",
+        async_nats::Event::Disconnected => "disconnected",
+        async_nats::Event::LameDuckMode => "lame_duck",
+        async_nats::Event::Draining => "draining",
+        async_nats::Event::Closed => "closed",
+        async_nats::Event::SlowConsumer(_) => "slow_consumer",
+        async_nats::Event::ServerError(_) => "server_error",
+        async_nats::Event::ClientError(_) => "client_error",
+    }
+}
+
 /// Connects with the configured auth; the client reconnects by itself and
 /// every connection event is logged and counted.
 pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
@@ -37,17 +51,7 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
         async_nats::ConnectOptions::new().name("journeyd").subscription_capacity(cfg.subscription_capacity).max_reconnects(None).event_callback(move |event| {
             let metrics = metrics.clone();
             async move {
-                let label = match &event {
-                    async_nats::Event::Connected => "connected",
-                    async_nats::Event::Disconnected => "disconnected",
-                    async_nats::Event::LameDuckMode => "lame_duck",
-                    async_nats::Event::Draining => "draining",
-                    async_nats::Event::Closed => "closed",
-                    async_nats::Event::SlowConsumer(_) => "slow_consumer",
-                    async_nats::Event::ServerError(_) => "server_error",
-                    async_nats::Event::ClientError(_) => "client_error",
-                };
-                metrics.nats_events.with_label_values(&[label]).inc();
+                metrics.nats_events.with_label_values(&[event_label(&event)]).inc();
                 match event {
                     async_nats::Event::Connected => tracing::info!("NATS connected"),
                     // Expected once journeyd has drained and dropped its client.
@@ -193,4 +197,26 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     }
     router.flush().await;
     input.commit().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::{ClientError, Event, ServerError};
+
+    #[test]
+    fn every_connection_event_has_a_label_exported_from_start_up() {
+        let events = [
+            Event::Connected,
+            Event::Disconnected,
+            Event::LameDuckMode,
+            Event::Draining,
+            Event::Closed,
+            Event::SlowConsumer(1),
+            Event::ServerError(ServerError::AuthorizationViolation),
+            Event::ClientError(ClientError::MaxReconnects),
+        ];
+        let labels: Vec<&str> = events.iter().map(event_label).collect();
+        assert_eq!(labels, crate::metrics::NATS_EVENTS);
+    }
 }

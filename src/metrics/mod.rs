@@ -38,6 +38,12 @@ impl Stage {
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
+/// The `event` label values of `journey_nats_connection_events_total`, all
+/// exported from start-up (at 0), so that an alert on `increase()` sees the
+/// first one: async-nats reports a slow consumer once per dropped message,
+/// and a series born at its first value shows no increase.
+pub const NATS_EVENTS: [&str; 8] = ["connected", "disconnected", "lame_duck", "draining", "closed", "slow_consumer", "server_error", "client_error"];
+
 pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
@@ -236,6 +242,9 @@ impl Metrics {
         for s in Stage::ALL {
             processing.with_label_values(&[s.as_str()]);
         }
+        for e in NATS_EVENTS {
+            nats_events.with_label_values(&[e]);
+        }
         Metrics {
             registry: r,
             events,
@@ -320,7 +329,7 @@ pub fn worst_case_series(plan: &Plan) -> Vec<(&'static str, usize)> {
         ("journey_duplicates_total", 1),
         ("journey_identity_merges_total", 1),
         ("journey_shard_queue_depth", plan.config.engine.shards.max(1).max(std::thread::available_parallelism().map_or(1, |n| n.get()))),
-        ("journey_nats_connection_events_total", 8),
+        ("journey_nats_connection_events_total", NATS_EVENTS.len()),
         ("journey_watermark_seconds", 1),
         ("journey_consumer_lag_messages", usize::from(plan.config.nats.jetstream.is_some())),
     ]
