@@ -25,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub latency: Arc<LatencyHub>,
     pub ready: Arc<AtomicBool>,
+    /// True while state is rebuilt from JetStream (`/metrics` answers 503).
+    pub rebuilding: Arc<AtomicBool>,
     pub control: mpsc::Sender<Control>,
 }
 
@@ -41,6 +43,10 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    // Half-rebuilt counters would read to Prometheus as a reset, then a surge.
+    if s.rebuilding.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "rebuilding customer state from JetStream\n").into_response();
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render()).into_response()
 }
 
@@ -48,7 +54,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: not subscribed to NATS yet\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: not consuming from NATS\n").into_response()
     }
 }
 

@@ -75,13 +75,15 @@ pub struct Shared {
     pub latency: Arc<LatencyHub>,
     /// True while subscribed and consuming (what `/readyz` reports).
     pub ready: Arc<AtomicBool>,
+    /// True while customer state is rebuilt from JetStream on start.
+    pub rebuilding: Arc<AtomicBool>,
 }
 
 impl Shared {
     pub fn new(config: config::Config) -> Shared {
         let plan = Arc::new(Plan::new(config));
         let metrics = Arc::new(Metrics::new(&plan));
-        Shared { plan, metrics, latency: Arc::new(LatencyHub::default()), ready: Arc::new(AtomicBool::new(false)) }
+        Shared { plan, metrics, latency: Arc::new(LatencyHub::default()), ready: Arc::default(), rebuilding: Arc::default() }
     }
 }
 
@@ -94,11 +96,18 @@ pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Re
 
 /// [`run_with`] serving HTTP on a listener the caller bound.
 pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
-    let Shared { plan, metrics, latency, ready } = shared;
+    let Shared { plan, metrics, latency, ready, rebuilding } = shared;
     let cfg = &plan.config;
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let listener_addr = listener.local_addr().map_or_else(|_| cfg.http.listen.clone(), |a| a.to_string());
-    let state = api::AppState { plan: plan.clone(), metrics: metrics.clone(), latency: latency.clone(), ready: ready.clone(), control: control_tx.clone() };
+    let state = api::AppState {
+        plan: plan.clone(),
+        metrics: metrics.clone(),
+        latency: latency.clone(),
+        ready: ready.clone(),
+        rebuilding: rebuilding.clone(),
+        control: control_tx.clone(),
+    };
     let http_stop = CancellationToken::new();
     let http = {
         let stop = http_stop.clone();
@@ -113,8 +122,17 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
 
     let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
     let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Nats(client.clone()));
+    let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     let input = match &cfg.nats.jetstream {
-        Some(js) => ingest::input::consume(&client, &cfg.nats, js).await?,
+        Some(js) => {
+            if js.rebuild {
+                rebuilding.store(true, Ordering::Release);
+                let rebuilt = ingest::rebuild::rebuild(&client, &cfg.nats, js, &mut router, &shutdown, burst).await;
+                rebuilding.store(false, Ordering::Release);
+                rebuilt.context("rebuilding customer state from JetStream")?;
+            }
+            ingest::input::consume(&client, &cfg.nats, js).await?
+        }
         None => ingest::input::subscribe(&client, &cfg.nats.subjects).await?,
     };
     let request_subs = requests::subscribe(&client).await.context("subscribing to the request subjects")?;
@@ -139,7 +157,6 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
         })
     };
 
-    let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     router.set_max_hold(MAX_HOLD);
     // Not ready from the moment the drain begins, however long it takes.
     let unready = {

@@ -1,7 +1,8 @@
 //! `nats.jetstream`: journeyd consumes a durable pull consumer. What the
 //! stream held before journeyd started is applied, what was published while
-//! it was down is applied when it is back (and nothing twice), and a burst far
-//! beyond the client's subscription buffer loses nothing.
+//! it was down is applied when it is back (and nothing twice), a restart (or a
+//! kill) rebuilds the customers from the stream, and a burst far beyond the
+//! client's subscription buffer loses nothing.
 
 mod common;
 mod support;
@@ -67,10 +68,17 @@ async fn events_stored_before_start_and_published_after_are_all_applied() {
     j.stop().await;
 }
 
+/// The restarted journeyd rebuilds its customers from what the consumer had
+/// acknowledged (muted: nothing is published twice), then applies what was
+/// published while it was down, on top of that state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_published_while_journeyd_is_down_are_applied_when_it_is_back_and_none_twice() {
+async fn a_restart_rebuilds_customers_from_the_stream_and_publishes_nothing_twice() {
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
+    let watcher = nats.connect().await;
+    let sub = watcher.subscribe("journey.transition.>").await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    let (seen, collector) = collect_transitions(sub);
     let t = days_ago(3);
 
     // The first run creates the stream and the consumer.
@@ -82,14 +90,99 @@ async fn events_published_while_journeyd_is_down_are_applied_when_it_is_back_and
     publish_stored(&js, &signups("down", t + 10 * HOUR, 4)).await;
 
     let second = Service::start(&config(&nats, 1024)).await;
-    second.wait_applied(4).await;
-    // Stream order: had the first run's events come again, they would have
-    // been counted before these and the count would never stop at 4 then 5.
-    publish_stored(&js, &signups("after", t + 20 * HOUR, 1)).await;
-    let m = second.wait_applied(5).await;
-    assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle")]), 5.0, "this run's customers only");
-    assert_eq!(second.stage("down-user-3", "lifecycle").await.as_deref(), Some("registered"));
+    // Counters continue: the rebuilt 3, then the 4 published while down.
+    second.wait_applied(7).await;
+    assert_eq!(second.stage("first-user-2", "lifecycle").await.as_deref(), Some("registered"), "rebuilt");
+    // On top of the rebuilt state: a purchase moves a first-run sign-up on from `registered`.
+    publish_stored(&js, &[event("buy", t + 20 * HOUR, "first-user-0", "web", "purchase")]).await;
+    let m = second.wait_applied(8).await;
+    assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle")]), 7.0);
+    assert_eq!(second.stage("first-user-0", "lifecycle").await.as_deref(), Some("customer"));
     second.stop().await;
+
+    // Every event's transition was published once, by the run that first applied it.
+    let all = seen.clone();
+    common::wait_until("the purchase's transition arrives", std::time::Duration::from_secs(10), || {
+        let all = all.clone();
+        async move { all.lock().unwrap().contains_key("buy").then_some(()) }
+    })
+    .await;
+    watcher.flush().await.expect("flush");
+    collector.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "a transition published twice: {seen:?}");
+
+    // Without `rebuild`, a restart starts from empty state (and still skips what was acknowledged).
+    let text = config(&nats, 1024).replace("consumer = \"journeyd\" }", "consumer = \"journeyd\", rebuild = false }");
+    let third = Service::start(&text).await;
+    publish_stored(&js, &signups("third", t + 30 * HOUR, 1)).await;
+    let m = third.wait_applied(1).await;
+    assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle")]), 1.0, "this run's customer only");
+    third.stop().await;
+}
+
+/// journeyd killed (SIGKILL) after it applied and acknowledged a stream's
+/// events comes back with those customers: they go on from where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_the_next_run_goes_on_from_the_rebuilt_state() {
+    const N: usize = 2_000;
+    let nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    let dir = common::tempdir();
+    let text = config(&nats, 262_144);
+    let http = journeyd::config::parse(&text).expect("config").config.http.listen;
+    let path = common::write_config(dir.path(), &text);
+    let args = ["run", "--config", path.to_str().expect("UTF-8 path")];
+    let ready = || async {
+        common::wait_until("journeyd answers /readyz with 200", std::time::Duration::from_secs(30), || async {
+            matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
+        })
+        .await
+    };
+    let metric = |name: &'static str, labels: &'static [(&'static str, &'static str)], want: f64| {
+        let http = http.clone();
+        async move {
+            common::wait_until(&format!("{name}{labels:?} = {want}"), std::time::Duration::from_secs(30), || {
+                let http = http.clone();
+                async move {
+                    let (_, body) = common::try_http_get(&http, "/metrics").await.ok()?;
+                    (sum_or_zero(&body, name, labels) == want).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    let t = days_ago(2);
+
+    let mut first = common::Journeyd::spawn(&args);
+    ready().await;
+    publish_stored_chunked(&js, &signups("k", t, N)).await;
+    metric("journey_events_total", &[], N as f64).await;
+    // Acknowledged: nothing left for the consumer to deliver or to wait for.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js.get_consumer_from_stream("journeyd", STREAM).await.expect("the consumer");
+    common::wait_until("the consumer has every event acknowledged", std::time::Duration::from_secs(30), || {
+        let mut consumer = consumer.clone();
+        async move {
+            let i = consumer.info().await.ok()?;
+            (i.num_pending == 0 && i.num_ack_pending == 0 && i.ack_floor.stream_sequence == N as u64).then_some(())
+        }
+    })
+    .await;
+    first.kill();
+
+    let client = nats.connect().await;
+    let mut moved = client.subscribe("journey.transition.lifecycle.*.customer").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let _second = common::Journeyd::spawn(&args);
+    ready().await;
+    let buys: Vec<Value> = (0..N).map(|i| event(&format!("b-{i}"), t + HOUR, &format!("k-user-{i}"), "app", "purchase")).collect();
+    publish_stored_chunked(&js, &buys).await;
+    metric("journey_customers", &[("model", "lifecycle"), ("stage", "customer")], N as f64).await;
+    for i in 0..N {
+        let msg = support::next_msg(&mut moved).await;
+        assert_eq!(msg.subject.as_str(), "journey.transition.lifecycle.registered.customer", "transition {i}: the sign-up was rebuilt");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

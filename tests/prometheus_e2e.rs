@@ -92,7 +92,7 @@ async fn dashboards_have_data_and_conversion_drop_alerts_fire_in_real_prometheus
 
     let mut config = config::load(&root.join("examples/retail.toml")).unwrap_or_else(|e| panic!("{e}")).config;
     config.nats.url = nats.url();
-    config.nats.jetstream = Some(config::JetStreamConfig { stream: "TOUCH".into(), consumer: "journeyd".into() });
+    config.nats.jetstream = Some(config::JetStreamConfig { stream: "TOUCH".into(), consumer: "journeyd".into(), rebuild: true });
     config.http.listen = free_addr();
     // Short, so that the idle clock moves the watermark (and fires timers) soon after
     // traffic pauses; the publisher never pauses that long mid-stream.

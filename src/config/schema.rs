@@ -87,6 +87,14 @@ fn default_subscription_capacity() -> usize {
 pub struct JetStreamConfig {
     pub stream: String,
     pub consumer: String,
+    /// On start, rebuild customer state by replaying what the consumer had
+    /// acknowledged, with output muted.
+    #[serde(default = "default_rebuild")]
+    pub rebuild: bool,
+}
+
+fn default_rebuild() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -112,4 +112,7 @@ pub enum Op {
     },
     /// Replies once every op before it is applied and published.
     Barrier(oneshot::Sender<()>),
+    /// Mute (or unmute) the shard's output: a muted shard applies and counts
+    /// as usual but publishes nothing (a rebuild replays what was published).
+    Mute(bool),
 }

@@ -219,6 +219,15 @@ impl Router {
         self.flush().await;
     }
 
+    /// Mutes (or unmutes) every shard's output from the next op on (a
+    /// rebuild replays what an earlier run published).
+    pub async fn mute(&mut self, on: bool) {
+        for p in &mut self.pending {
+            p.push(Op::Mute(on));
+        }
+        self.flush().await;
+    }
+
     /// Waits until every shard has applied and published everything queued so far.
     pub async fn barrier(&mut self) {
         let mut waits = Vec::new();

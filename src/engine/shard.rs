@@ -40,7 +40,10 @@ pub struct Shard {
 pub struct Output {
     /// Messages produced since the worker last published.
     pub messages: Vec<Outbound>,
+    /// False when nothing is ever published (a replay).
     emit: bool,
+    /// True while a rebuild replays what an earlier run published.
+    muted: bool,
     subjects: TransitionSubjects,
     json: TransitionJson,
     trigger_subjects: Vec<Subject>,
@@ -71,6 +74,7 @@ impl Shard {
             out: Output {
                 messages: Vec::new(),
                 emit: true,
+                muted: false,
                 subjects: TransitionSubjects::new(&plan),
                 json: TransitionJson::new(&plan),
                 trigger_subjects: plan.triggers.iter().map(|t| Subject::from(format!("journey.trigger.{}", t.name))).collect(),
@@ -89,6 +93,11 @@ impl Shard {
     /// Stops serialising output nobody publishes.
     pub fn discard_output(&mut self) {
         self.out.emit = false;
+    }
+
+    /// Mutes or unmutes the output (see [`Op::Mute`](super::ops::Op::Mute)).
+    pub fn mute(&mut self, on: bool) {
+        self.out.muted = on;
     }
 
     pub fn customers(&self) -> usize {
@@ -392,7 +401,7 @@ impl Output {
     /// `buf`, then copied out at its size) with its attribution `credits`.
     fn transition(&mut self, metrics: &mut ShardMetrics, credits: &[Credit], one_id: &str, f: Fired, o: &Origin) {
         metrics.transition(f.model, f.from, f.to, o.channel);
-        if !self.emit {
+        if !self.emit || self.muted {
             return;
         }
         let t = Transition { one_id, model: f.model, from: f.from, to: f.to, ts: o.ts, event_id: o.event_id, channel: o.channel, reason: o.cause, credits };
@@ -409,7 +418,7 @@ impl Output {
         match trigger.decide(&mut c.triggers[ti], &c.consent, at) {
             Decision::Send(channel) => {
                 metrics.trigger_sent(ti, channel);
-                if !self.emit {
+                if !self.emit || self.muted {
                     return;
                 }
                 let json =

@@ -1,0 +1,131 @@
+//! Rebuilding customer state on start, from the JetStream stream itself.
+//!
+//! journeyd keeps its state in memory. With `nats.jetstream` the stream holds
+//! every event the durable consumer ever acknowledged, so a restarted
+//! journeyd replays them (stream sequence 1 up to the consumer's ack floor,
+//! through an ordered consumer with the durable's filter) before it resumes
+//! the durable consumer: identity links, stages, count windows, funnels,
+//! segments, trigger caps and timers come back as they were. The replay goes
+//! through the same router and shards with their output muted, so nothing an
+//! earlier run published is published again, and it is counted in the
+//! metrics as any event is, so counters continue where the last run left
+//! them (`/metrics` answers 503 until the rebuild is done, so that Prometheus
+//! never scrapes them half-way and takes that for a counter reset).
+
+use super::nats::wall_ms;
+use crate::config::{JetStreamConfig, NatsConfig};
+use crate::engine::Router;
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use async_nats::Client;
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A stream that delivers nothing for this long has nothing more to give.
+const STALL: Duration = Duration::from_secs(10);
+/// How often a long rebuild logs its progress.
+const PROGRESS: Duration = Duration::from_secs(5);
+
+/// What a rebuild replayed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Messages replayed.
+    pub events: u64,
+    /// The stream sequence the rebuild went up to (the consumer's ack floor).
+    pub through: u64,
+}
+
+/// Replays what the durable consumer `js.consumer` had acknowledged, muted,
+/// unless there is nothing (no stream, no consumer, nothing acknowledged).
+/// Returns early, with what it replayed so far, if `shutdown` is cancelled.
+pub async fn rebuild(
+    client: &Client,
+    nats: &NatsConfig,
+    js: &JetStreamConfig,
+    router: &mut Router,
+    shutdown: &CancellationToken,
+    burst: usize,
+) -> anyhow::Result<Rebuilt> {
+    let context = jetstream::new(client.clone());
+    let Ok(stream) = context.get_stream(&js.stream).await else {
+        return Ok(Rebuilt::default());
+    };
+    let Ok(mut durable) = stream.get_consumer::<pull::Config>(&js.consumer).await else {
+        return Ok(Rebuilt::default());
+    };
+    let info = durable.info().await.with_context(|| format!("reading JetStream consumer {}", js.consumer))?.clone();
+    let through = info.ack_floor.stream_sequence;
+    if through == 0 {
+        return Ok(Rebuilt::default());
+    }
+    let first = stream.cached_info().state.first_sequence;
+    if first > through {
+        tracing::warn!(stream = %js.stream, first, through, "the stream no longer holds the events the consumer acknowledged (its limits removed them): customers start afresh");
+        return Ok(Rebuilt::default());
+    }
+    if first > 1 {
+        tracing::warn!(stream = %js.stream, first, "the stream's limits removed its first events: customers are rebuilt from what it still holds");
+    }
+    let filter_subjects = match (&info.config.filter_subjects, &info.config.filter_subject) {
+        (many, _) if !many.is_empty() => many.clone(),
+        (_, one) if !one.is_empty() => vec![one.clone()],
+        _ => nats.subjects.clone(),
+    };
+    let mut messages = stream
+        .create_consumer(pull::OrderedConfig { filter_subjects, deliver_policy: DeliverPolicy::All, ..Default::default() })
+        .await
+        .context("creating an ordered consumer to rebuild from")?
+        .messages()
+        .await
+        .context("reading the stream to rebuild from")?;
+    tracing::info!(stream = %js.stream, consumer = %js.consumer, through, "rebuilding customer state from the stream");
+    let started = Instant::now();
+    let mut progress = started;
+    router.mute(true).await;
+    let mut done = Rebuilt { events: 0, through };
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = tokio::time::timeout(STALL, messages.next()) => next,
+        };
+        let m = match next {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => {
+                // The ordered consumer recreates itself after a gap or a reconnect.
+                tracing::warn!(error = %e, "error while reading the stream to rebuild from");
+                continue;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(through, replayed = done.events, "the stream delivered nothing for {STALL:?}: rebuild ends short of the consumer's ack floor");
+                break;
+            }
+        };
+        let (seq, pending) = match m.info() {
+            Ok(i) => (i.stream_sequence, i.pending),
+            Err(e) => anyhow::bail!("a replayed message has no JetStream metadata: {e}"),
+        };
+        if seq > through {
+            break;
+        }
+        // Refused and late inputs went aside when first taken; only the router's state matters now.
+        let _ = router.ingest(&m.message.payload, Some(m.message.subject.as_str()), Instant::now(), wall_ms()).await;
+        done.events += 1;
+        if done.events % burst as u64 == 0 {
+            router.flush().await;
+            if progress.elapsed() >= PROGRESS {
+                progress = Instant::now();
+                tracing::info!(replayed = done.events, at = seq, through, "rebuilding");
+            }
+        }
+        if seq >= through || pending == 0 {
+            break;
+        }
+    }
+    // Every replayed event applied before the output is unmuted.
+    router.barrier().await;
+    router.mute(false).await;
+    tracing::info!(replayed = done.events, through, seconds = started.elapsed().as_secs_f64(), "customer state rebuilt");
+    Ok(done)
+}
