@@ -69,8 +69,9 @@ async fn events_stored_before_start_and_published_after_are_all_applied() {
 }
 
 /// The restarted journeyd rebuilds its customers from what the consumer had
-/// acknowledged (muted: nothing is published twice), then applies what was
-/// published while it was down, on top of that state.
+/// acknowledged (muted: nothing is published twice), forgets again those an
+/// earlier run forgot, then applies what was published while it was down, on
+/// top of that state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_rebuilds_customers_from_the_stream_and_publishes_nothing_twice() {
     let nats = NatsServer::start_jetstream();
@@ -85,19 +86,31 @@ async fn a_restart_rebuilds_customers_from_the_stream_and_publishes_nothing_twic
     let first = Service::start(&config(&nats, 1024)).await;
     publish_stored(&js, &signups("first", t, 3)).await;
     first.wait_applied(3).await;
+    // Two forgotten; one of them comes back as a new customer.
+    for user in ["first-user-1", "first-user-2"] {
+        assert!(first.request("journey.admin.forget", user).await["forgotten"].is_object(), "{user} forgotten");
+    }
+    publish_stored(&js, &[event("again", t + 5 * HOUR, "first-user-2", "app", "signup")]).await;
+    first.wait_applied(4).await;
     first.stop().await;
 
     publish_stored(&js, &signups("down", t + 10 * HOUR, 4)).await;
 
     let second = Service::start(&config(&nats, 1024)).await;
-    // Counters continue: the rebuilt 3, then the 4 published while down.
-    second.wait_applied(7).await;
-    assert_eq!(second.stage("first-user-2", "lifecycle").await.as_deref(), Some("registered"), "rebuilt");
+    // Counters continue: the rebuilt 4, then the 4 published while down.
+    second.wait_applied(8).await;
+    assert_eq!(second.stage("first-user-0", "lifecycle").await.as_deref(), Some("registered"), "rebuilt");
+    assert_eq!(second.customer("first-user-1").await, None, "forgotten again");
+    let again = second.customer("first-user-2").await.expect("the customer that came back after its forget");
+    assert_eq!(again["first_seen"], serde_json::json!(t + 5 * HOUR), "{again}");
     // On top of the rebuilt state: a purchase moves a first-run sign-up on from `registered`.
     publish_stored(&js, &[event("buy", t + 20 * HOUR, "first-user-0", "web", "purchase")]).await;
-    let m = second.wait_applied(8).await;
-    assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle")]), 7.0);
+    let m = second.wait_applied(9).await;
+    assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle")]), 6.0);
     assert_eq!(second.stage("first-user-0", "lifecycle").await.as_deref(), Some("customer"));
+    // The rebuilt transitions did not happen in the last hour of this run.
+    let (_, stats) = second.get_json("/v1/stats").await;
+    assert_eq!(stats["transitions_last_hour"], serde_json::json!({"app": 4, "web": 1}), "{stats}");
     second.stop().await;
 
     // Every event's transition was published once, by the run that first applied it.
@@ -110,7 +123,7 @@ async fn a_restart_rebuilds_customers_from_the_stream_and_publishes_nothing_twic
     watcher.flush().await.expect("flush");
     collector.abort();
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 8, "{seen:?}");
+    assert_eq!(seen.len(), 9, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "a transition published twice: {seen:?}");
 
     // Without `rebuild`, a restart starts from empty state (and still skips what was acknowledged).

@@ -98,6 +98,7 @@ impl Shard {
     /// Mutes or unmutes the output (see [`Op::Mute`](super::ops::Op::Mute)).
     pub fn mute(&mut self, on: bool) {
         self.out.muted = on;
+        self.metrics.set_replaying(on);
     }
 
     pub fn customers(&self) -> usize {

@@ -9,6 +9,7 @@
 //! position survives a restart, so neither loses anything. Its messages are
 //! acknowledged (ack-all) once the burst they came in is handed to the shards.
 
+use super::forgotten::{Forget, ForgetLog};
 use crate::config::{JetStreamConfig, NatsConfig};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
@@ -33,11 +34,19 @@ pub enum Input {
 
 pub struct JetStreamInput {
     client: Client,
+    context: jetstream::Context,
     consumer: jetstream::consumer::PullConsumer,
     messages: pull::Stream,
     /// Ack subjects of the messages handed on since the last commit (at
     /// most one burst).
     unacked: Vec<Subject>,
+    /// The ack subject of the last message committed (it tells its stream
+    /// sequence), if this run committed any.
+    last_committed: Option<Subject>,
+    /// Where the run started: the consumer's ack floor (what a rebuild went up to).
+    start: u64,
+    /// Where forgets are recorded, so that a rebuild makes them again.
+    forgets: Option<ForgetLog>,
 }
 
 impl Input {
@@ -52,6 +61,22 @@ impl Input {
     /// A message that is already buffered, without waiting.
     pub fn try_next(&mut self) -> Option<Message> {
         self.next().now_or_never().flatten()
+    }
+
+    /// Records that the customer of `id` was forgotten after every event
+    /// taken so far, so that a later rebuild forgets it again (JetStream only:
+    /// core NATS keeps no history to rebuild from).
+    pub async fn record_forget(&mut self, id_type: Option<&str>, id: &str) {
+        let Input::JetStream(js) = self else { return };
+        let Some(log) = &js.forgets else {
+            tracing::warn!(id, "forgotten, but the forget cannot be recorded: a restart will rebuild this customer from the stream");
+            return;
+        };
+        let seq = js.last_committed.as_ref().map_or(js.start, |reply| sequence_of(&js.context, reply).unwrap_or(js.start));
+        let f = Forget { seq, id_type: id_type.map(str::to_string), id: id.to_string() };
+        if let Err(e) = log.record(&f).await {
+            tracing::warn!(error = format!("{e:#}"), id, "forgotten, but the forget was not recorded: a restart will rebuild this customer from the stream");
+        }
     }
 
     /// Everything taken so far has been handed to the shards: acknowledge it.
@@ -119,6 +144,20 @@ pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<I
     Ok(Input::Core(all))
 }
 
+/// The stream sequence in a JetStream ack subject.
+fn sequence_of(context: &jetstream::Context, reply: &Subject) -> Option<u64> {
+    let message = async_nats::Message {
+        subject: Subject::from_static(""),
+        reply: Some(reply.clone()),
+        payload: Default::default(),
+        headers: None,
+        status: None,
+        description: None,
+        length: 0,
+    };
+    jetstream::Message { message, context: context.clone() }.info().ok().map(|i| i.stream_sequence)
+}
+
 /// The durable pull consumer `js.consumer` on stream `js.stream` (the stream
 /// is created over `nats.subjects` if it does not exist; a new consumer
 /// starts at the stream's first message).
@@ -151,8 +190,25 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -
         .messages()
         .await
         .with_context(|| format!("pulling from JetStream consumer {}", js.consumer))?;
+    let forgets = match ForgetLog::open(&context, js).await {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "forgets cannot be recorded: a restart would rebuild forgotten customers from the stream");
+            None
+        }
+    };
     tracing::info!(stream = %js.stream, consumer = %js.consumer, "consuming from JetStream");
-    Ok(Input::JetStream(Box::new(JetStreamInput { client: client.clone(), consumer, messages, unacked: Vec::new() })))
+    let start = consumer.cached_info().ack_floor.stream_sequence;
+    Ok(Input::JetStream(Box::new(JetStreamInput {
+        client: client.clone(),
+        context,
+        consumer,
+        messages,
+        unacked: Vec::new(),
+        last_committed: None,
+        start,
+        forgets,
+    })))
 }
 
 impl JetStreamInput {
@@ -177,6 +233,9 @@ impl JetStreamInput {
     /// its own: an ack-all would also acknowledge messages a previous run
     /// was delivered and never applied, before the server redelivers them.
     async fn commit(&mut self) {
+        if let Some(last) = self.unacked.last() {
+            self.last_committed = Some(last.clone());
+        }
         for reply in self.unacked.drain(..) {
             if let Err(e) = self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await {
                 tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered and deduplicated");

@@ -4,6 +4,7 @@
 //! and validation live in `event.rs`; routing in `engine::router`.
 
 pub mod dedup;
+pub mod forgotten;
 pub mod input;
 pub mod nats;
 pub mod rebuild;

@@ -152,13 +152,17 @@ async fn handle(client: &Client, router: &mut Router, msg: async_nats::Message) 
     }
 }
 
-async fn control(router: &mut Router, c: Control) {
+async fn control(router: &mut Router, input: &mut Input, c: Control) {
     match c {
         Control::Query { id_type, id, reply } => {
             let _ = reply.send(router.query(id_type.as_deref(), &id).await);
         }
         Control::Forget { id_type, id, reply } => {
-            let _ = reply.send(router.forget(id_type.as_deref(), &id).await);
+            let forgotten = router.forget(id_type.as_deref(), &id).await;
+            if forgotten.is_some() {
+                input.record_forget(id_type.as_deref(), &id).await;
+            }
+            let _ = reply.send(forgotten);
         }
         Control::Purge(ids) => router.purge(&ids),
     }
@@ -174,7 +178,7 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(c) = control_rx.recv() => control(router, c).await,
+            Some(c) = control_rx.recv() => control(router, &mut input, c).await,
             msg = input.next() => {
                 let Some(msg) = msg else { break };
                 handle(client, router, msg).await;

@@ -10,8 +10,11 @@
 //! earlier run published is published again, and it is counted in the
 //! metrics as any event is, so counters continue where the last run left
 //! them (`/metrics` answers 503 until the rebuild is done, so that Prometheus
-//! never scrapes them half-way and takes that for a counter reset).
+//! never scrapes them half-way and takes that for a counter reset). Customers
+//! forgotten by an earlier run are forgotten again where they were
+//! ([`super::forgotten`]).
 
+use super::forgotten::{Forget, ForgetLog};
 use super::nats::wall_ms;
 use crate::config::{JetStreamConfig, NatsConfig};
 use crate::engine::Router;
@@ -34,6 +37,8 @@ pub struct Rebuilt {
     pub events: u64,
     /// The stream sequence the rebuild went up to (the consumer's ack floor).
     pub through: u64,
+    /// Recorded forgets made again.
+    pub forgets: u64,
 }
 
 /// Replays what the durable consumer `js.consumer` had acknowledged, muted,
@@ -79,11 +84,16 @@ pub async fn rebuild(
         .messages()
         .await
         .context("reading the stream to rebuild from")?;
-    tracing::info!(stream = %js.stream, consumer = %js.consumer, through, "rebuilding customer state from the stream");
+    let forgets = match ForgetLog::existing(&context, js).await {
+        Some(log) => log.all().await.context("reading the recorded forgets")?,
+        None => Vec::new(),
+    };
+    tracing::info!(stream = %js.stream, consumer = %js.consumer, through, forgets = forgets.len(), "rebuilding customer state from the stream");
     let started = Instant::now();
     let mut progress = started;
     router.mute(true).await;
-    let mut done = Rebuilt { events: 0, through };
+    let mut done = Rebuilt { events: 0, through, forgets: 0 };
+    let mut forgets = forgets.into_iter().peekable();
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -109,6 +119,10 @@ pub async fn rebuild(
         if seq > through {
             break;
         }
+        // Forgets made after the messages before this one.
+        while let Some(f) = forgets.next_if(|f| f.seq < seq) {
+            forget(router, &f, &mut done).await;
+        }
         // Refused and late inputs went aside when first taken; only the router's state matters now.
         let _ = router.ingest(&m.message.payload, Some(m.message.subject.as_str()), Instant::now(), wall_ms()).await;
         done.events += 1;
@@ -123,9 +137,23 @@ pub async fn rebuild(
             break;
         }
     }
+    // The rest were made after everything replayed (or after messages a
+    // crashed run had not acknowledged: those come back and may start the
+    // customer anew).
+    for f in forgets {
+        forget(router, &f, &mut done).await;
+    }
     // Every replayed event applied before the output is unmuted.
     router.barrier().await;
     router.mute(false).await;
-    tracing::info!(replayed = done.events, through, seconds = started.elapsed().as_secs_f64(), "customer state rebuilt");
+    tracing::info!(replayed = done.events, through, forgets = done.forgets, seconds = started.elapsed().as_secs_f64(), "customer state rebuilt");
     Ok(done)
+}
+
+/// Forgets again a customer an earlier run forgot (if the id names one by now).
+async fn forget(router: &mut Router, f: &Forget, done: &mut Rebuilt) {
+    // The shard's reply (what was removed) is of no use here.
+    if router.forget(f.id_type.as_deref(), &f.id).await.is_some() {
+        done.forgets += 1;
+    }
 }

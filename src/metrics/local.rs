@@ -62,6 +62,9 @@ pub struct ShardMetrics {
     /// Transitions per channel in the current batch, for the recent-window stats.
     recent: Vec<u32>,
     recent_any: bool,
+    /// Replaying what an earlier run applied: its transitions did not happen
+    /// in the last minute, so they stay out of the recent window.
+    replaying: bool,
 }
 
 const MODES: [&str; 4] = ["tech", "low", "high", "other"];
@@ -84,6 +87,7 @@ impl ShardMetrics {
             attributed_by_mode: vec![None; total * MODES.len() * methods],
             recent: vec![0; c],
             recent_any: false,
+            replaying: false,
             engine: shared.processing.with_label_values(&[Stage::Engine.as_str()]).local(),
             end_to_end: shared.processing.with_label_values(&[Stage::EndToEnd.as_str()]).local(),
             events: Slots::new(c * k),
@@ -212,6 +216,11 @@ impl ShardMetrics {
     }
 
     /// Publishes everything counted since the last flush.
+    /// Marks what follows as a replay (see `replaying`).
+    pub fn set_replaying(&mut self, on: bool) {
+        self.replaying = on;
+    }
+
     pub fn flush(&mut self) {
         self.events.flush();
         self.touches.flush();
@@ -222,6 +231,10 @@ impl ShardMetrics {
         }
         self.engine.flush();
         self.end_to_end.flush();
+        if self.recent_any && self.replaying {
+            self.recent.fill(0);
+            self.recent_any = false;
+        }
         if self.recent_any {
             self.shared.recent.add(crate::ingest::nats::wall_ms() / 1000, &self.recent);
             self.recent.fill(0);

@@ -1,0 +1,73 @@
+//! Forgets that survive a rebuild. A customer forgotten while journeyd
+//! consumes a JetStream stream still has its events in the stream, and a
+//! rebuild would bring it back; so each forget is recorded in a key-value
+//! bucket beside the stream, with the stream position it came after, and the
+//! rebuild forgets the customer again at that position (later events with
+//! the same ids still start a new customer, as they did live).
+
+use crate::config::JetStreamConfig;
+use anyhow::Context;
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::hash::{Hash, Hasher};
+
+/// One forget: the id it named, after the stream message `seq` was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forget {
+    pub seq: u64,
+    pub id_type: Option<String>,
+    pub id: String,
+}
+
+pub struct ForgetLog {
+    store: kv::Store,
+}
+
+impl ForgetLog {
+    /// The bucket of a stream and consumer.
+    pub fn bucket(js: &JetStreamConfig) -> String {
+        format!("journeyd_forgotten_{}_{}", js.stream, js.consumer)
+    }
+
+    /// The log, created if it does not exist yet.
+    pub async fn open(context: &jetstream::Context, js: &JetStreamConfig) -> anyhow::Result<ForgetLog> {
+        let bucket = Self::bucket(js);
+        if let Some(log) = Self::existing(context, js).await {
+            return Ok(log);
+        }
+        let store = context
+            .create_key_value(kv::Config { bucket: bucket.clone(), history: 1, ..Default::default() })
+            .await
+            .with_context(|| format!("creating the key-value bucket {bucket}"))?;
+        Ok(ForgetLog { store })
+    }
+
+    /// The log, if a run has created it.
+    pub async fn existing(context: &jetstream::Context, js: &JetStreamConfig) -> Option<ForgetLog> {
+        context.get_key_value(Self::bucket(js)).await.ok().map(|store| ForgetLog { store })
+    }
+
+    pub async fn record(&self, f: &Forget) -> anyhow::Result<()> {
+        let mut h = rustc_hash::FxHasher::default();
+        (&f.id_type, &f.id).hash(&mut h);
+        let key = format!("{:020}-{:016x}", f.seq, h.finish());
+        let value = serde_json::to_vec(f).context("encoding a forget")?;
+        self.store.put(key, value.into()).await.context("recording a forget")?;
+        Ok(())
+    }
+
+    /// Every recorded forget, in stream order.
+    pub async fn all(&self) -> anyhow::Result<Vec<Forget>> {
+        let mut keys = self.store.keys().await.context("listing recorded forgets")?;
+        let mut all = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.context("listing recorded forgets")?;
+            if let Some(value) = self.store.get(&key).await.with_context(|| format!("reading recorded forget {key}"))? {
+                all.push(serde_json::from_slice::<Forget>(&value).with_context(|| format!("recorded forget {key} is not one"))?);
+            }
+        }
+        all.sort_by_key(|f| f.seq);
+        Ok(all)
+    }
+}
