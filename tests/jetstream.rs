@@ -273,3 +273,27 @@ async fn jetstream_a_drain_mid_stream_then_restart_applies_every_event() {
     second.stop().await;
     collector.abort();
 }
+
+/// nats-server killed and restarted (same store) while journeyd consumes: the
+/// pull consumer comes back by itself, and every stored event is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
+    const N: usize = 20_000;
+    let mut nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
+        .await
+        .expect("create the stream");
+    let t = days_ago(1);
+    let events: Vec<Value> = (0..N).map(|i| event(&format!("r-{i}"), t, &format!("r-user-{i}"), "app", "signup")).collect();
+    // Most of it stored before journeyd starts, so that the restart comes while it consumes.
+    publish_stored_chunked(&js, &events[..3 * N / 4]).await;
+    let j = Service::start(&config(&nats, 262_144)).await;
+    j.wait_metrics("some events applied", |m| sum_or_zero(m, "journey_events_total", &[]) >= 1.0).await;
+    tokio::task::block_in_place(|| nats.restart());
+    let js = jetstream_of(&nats).await;
+    publish_stored_chunked(&js, &events[3 * N / 4..]).await;
+    let m = j.wait_applied(N as u64).await;
+    assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle"), ("stage", "registered")]), N as f64);
+    j.stop().await;
+}
