@@ -98,6 +98,10 @@ pub async fn run_with(shared: Shared, shutdown: CancellationToken) -> anyhow::Re
 pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
     let Shared { plan, metrics, latency, ready, rebuilding } = shared;
     let cfg = &plan.config;
+    // Until state is rebuilt, counters are not what the last run left: no
+    // scrape may see them (not even while NATS is still out of reach).
+    let rebuild = cfg.nats.jetstream.as_ref().is_some_and(|js| js.rebuild);
+    rebuilding.store(rebuild, Ordering::Release);
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let listener_addr = listener.local_addr().map_or_else(|_| cfg.http.listen.clone(), |a| a.to_string());
     let state = api::AppState {
@@ -125,8 +129,7 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     let input = match &cfg.nats.jetstream {
         Some(js) => {
-            if js.rebuild {
-                rebuilding.store(true, Ordering::Release);
+            if rebuild {
                 let rebuilt = ingest::rebuild::rebuild(&client, &cfg.nats, js, &mut router, &shutdown, burst).await;
                 rebuilding.store(false, Ordering::Release);
                 rebuilt.context("rebuilding customer state from JetStream")?;

@@ -239,10 +239,12 @@ fn collect_transitions(
 }
 
 /// What was delivered to a run but not taken when it stopped (the pull stream is ahead of
-/// the loop) is applied by the next run, after the consumer's ack wait: the next run's
-/// acks do not acknowledge it unapplied, as an ack-all consumer's would.
+/// the loop) is applied by the next run's rebuild, in stream order (not late, as it would
+/// be when the server sent it again after the ack wait, behind newer events), with its
+/// transition published once. A third run started while those are still unacknowledged
+/// (the ack floor is behind what was applied) still rebuilds every customer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jetstream_a_drain_mid_stream_then_restart_applies_every_event() {
+async fn untaken_events_of_a_stopped_run_are_applied_in_order_and_survive_a_quick_second_restart() {
     const N: usize = 10_000;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
@@ -254,24 +256,93 @@ async fn jetstream_a_drain_mid_stream_then_restart_applies_every_event() {
     watcher.flush().await.expect("flush");
     let (seen, collector) = collect_transitions(sub);
     let t = days_ago(1);
-    let events: Vec<Value> = (0..N).map(|i| event(&format!("d-{i}"), t, &format!("d-user-{i}"), "app", "signup")).collect();
+    // A second apart: an event taken after much later ones would be late.
+    let events: Vec<Value> = (0..N).map(|i| event(&format!("d-{i}"), t + i as i64 * 1000, &format!("d-user-{i}"), "app", "signup")).collect();
     publish_stored_chunked(&js, &events).await;
 
     let first = Service::start(&config(&nats, 262_144)).await;
     first.wait_metrics("the first run applied some events", |m| sum_or_zero(m, "journey_events_total", &[]) >= 2_000.0).await;
     first.stop().await; // what SIGTERM does: drain, publish what is pending
+    let info = consumer_info(&js).await;
+    assert!(info.num_ack_pending > 0, "precondition: delivered and not taken: {info:?}");
+    let untaken = info.ack_floor.stream_sequence as usize; // the first not acknowledged, 0-based
 
     let second = Service::start(&config(&nats, 262_144)).await;
-    // What the first run was delivered and did not take comes back after the
-    // consumer's ack wait (30 s).
     let all = seen.clone();
-    common::wait_until("every event produced its transition", std::time::Duration::from_secs(120), || {
+    common::wait_until("every event produced its transition", std::time::Duration::from_secs(30), || {
         let all = all.clone();
         async move { (all.lock().unwrap().len() == N).then_some(()) }
     })
     .await;
+    let m = second.wait_applied(N as u64).await;
+    assert_eq!(sum_or_zero(&m, "journey_late_events_total", &[]), 0.0, "nothing late");
+    assert_eq!(second.stage(&format!("d-user-{untaken}"), "lifecycle").await.as_deref(), Some("registered"));
     second.stop().await;
+    assert!(seen.lock().unwrap().values().all(|n| *n == 1), "a transition published twice");
     collector.abort();
+
+    // Stopped again before the server's ack wait: the ack floor is still behind.
+    let third = Service::start(&config(&nats, 262_144)).await;
+    let m = third.wait_applied(N as u64).await;
+    assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle"), ("stage", "registered")]), N as f64);
+    assert_eq!(third.stage(&format!("d-user-{}", N - 1), "lifecycle").await.as_deref(), Some("registered"));
+    third.stop().await;
+}
+
+/// The consumer `journeyd` of `TOUCH`, as the server has it now.
+async fn consumer_info(js: &async_nats::jetstream::Context) -> async_nats::jetstream::consumer::Info {
+    let mut c: async_nats::jetstream::consumer::PullConsumer = js.get_consumer_from_stream("journeyd", STREAM).await.expect("the consumer");
+    c.info().await.expect("consumer info").clone()
+}
+
+/// An event refused as too far ahead of the clock stays refused in a rebuild
+/// that runs once its time has come: it is judged by when the stream stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_as_future_stays_refused_after_a_restart() {
+    let nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    let text = config(&nats, 1024).replace(EVENT_TIME_ONLY, "allowed_lateness = \"5s\"\nidle_timeout = \"1h\"\nmax_future_skew = \"1s\"");
+    let first = Service::start(&text).await;
+    let ahead = support::now_ms() + 3_000;
+    publish_stored(&js, &[event("ok", support::now_ms() - 60_000, "present-user", "app", "signup"), event("ahead", ahead, "future-user", "app", "signup")])
+        .await;
+    first
+        .wait_metrics("one applied, one refused", |m| {
+            sum_or_zero(m, "journey_events_total", &[]) == 1.0 && sum_or_zero(m, "journey_dlq_total", &[("reason", "future_timestamp")]) == 1.0
+        })
+        .await;
+    first.stop().await;
+    // The restart comes after the event's time.
+    common::wait_until("the event's time has passed", std::time::Duration::from_secs(10), || async { (support::now_ms() > ahead + 500).then_some(()) }).await;
+    let second = Service::start(&text).await;
+    let m = second.metrics().await;
+    assert_eq!(second.customer("future-user").await, None, "not applied by the rebuild");
+    assert_eq!(sum_or_zero(&m, "journey_dlq_total", &[("reason", "future_timestamp")]), 1.0, "counted as the first run did");
+    second.stop().await;
+}
+
+/// From start-up until state is rebuilt, `/metrics` answers 503, even while NATS
+/// is out of reach: a scrape of empty counters would read as a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answer_503_until_state_is_rebuilt_even_before_nats_is_reached() {
+    let mut nats = NatsServer::start_jetstream();
+    let text = config(&nats, 1024);
+    tokio::task::block_in_place(|| nats.stop());
+    let loaded = journeyd::config::parse(&text).expect("config");
+    let http = loaded.config.http.listen.clone();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(journeyd::run(loaded.config, token.clone()));
+    let (status, _) =
+        common::wait_until("journeyd serves HTTP", std::time::Duration::from_secs(10), || async { common::try_http_get(&http, "/metrics").await.ok() }).await;
+    assert_eq!(status, 503, "/metrics before NATS is reached");
+    tokio::task::block_in_place(|| nats.restart());
+    common::wait_until("journeyd is ready", std::time::Duration::from_secs(30), || async {
+        matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+    assert_eq!(common::http_get(&http, "/metrics").await.0, 200);
+    token.cancel();
+    task.await.expect("journeyd task").expect("journeyd run");
 }
 
 /// nats-server killed and restarted (same store) while journeyd consumes: the

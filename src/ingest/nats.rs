@@ -138,9 +138,11 @@ fn header_bytes(h: &HeaderMap) -> usize {
     10 + h.iter().map(|(name, values)| values.iter().map(|v| AsRef::<str>::as_ref(name).len() + 2 + v.as_str().len() + 2).sum::<usize>()).sum::<usize>() + 2
 }
 
-async fn handle(client: &Client, router: &mut Router, msg: async_nats::Message) {
+/// Takes one input: applies it, or publishes it aside (DLQ, late). `now_ms`
+/// is the wall clock it is judged against (`max_future_skew`).
+pub(crate) async fn handle(client: &Client, router: &mut Router, msg: async_nats::Message, now_ms: i64) {
     let received = Instant::now();
-    match router.ingest(&msg.payload, Some(msg.subject.as_str()), received, wall_ms()).await {
+    match router.ingest(&msg.payload, Some(msg.subject.as_str()), received, now_ms).await {
         Outcome::Accepted | Outcome::Duplicate => {}
         Outcome::Rejected(r) => {
             tracing::debug!(reason = r.reason.as_str(), detail = %r.detail, subject = %msg.subject, "event refused to the DLQ");
@@ -181,11 +183,11 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
             Some(c) = control_rx.recv() => control(router, &mut input, c).await,
             msg = input.next() => {
                 let Some(msg) = msg else { break };
-                handle(client, router, msg).await;
+                handle(client, router, msg, wall_ms()).await;
                 // Take what is already buffered, without waiting, then flush partial batches.
                 for _ in 1..burst {
                     match input.try_next() {
-                        Some(m) => handle(client, router, m).await,
+                        Some(m) => handle(client, router, m, wall_ms()).await,
                         None => break,
                     }
                 }
@@ -197,7 +199,7 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     }
     tracing::info!("draining the input");
     for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
-        handle(client, router, msg).await;
+        handle(client, router, msg, wall_ms()).await;
     }
     router.flush().await;
     input.commit().await;

@@ -1,21 +1,31 @@
 //! Rebuilding customer state on start, from the JetStream stream itself.
 //!
 //! journeyd keeps its state in memory. With `nats.jetstream` the stream holds
-//! every event the durable consumer ever acknowledged, so a restarted
-//! journeyd replays them (stream sequence 1 up to the consumer's ack floor,
-//! through an ordered consumer with the durable's filter) before it resumes
-//! the durable consumer: identity links, stages, count windows, funnels,
-//! segments, trigger caps and timers come back as they were. The replay goes
-//! through the same router and shards with their output muted, so nothing an
-//! earlier run published is published again, and it is counted in the
-//! metrics as any event is, so counters continue where the last run left
-//! them (`/metrics` answers 503 until the rebuild is done, so that Prometheus
-//! never scrapes them half-way and takes that for a counter reset). Customers
-//! forgotten by an earlier run are forgotten again where they were
-//! ([`super::forgotten`]).
+//! every event the durable consumer was ever delivered, so a restarted
+//! journeyd replays them in stream order (sequence 1 up to the last one
+//! delivered, through an ordered consumer with the durable's filter) before
+//! it resumes the durable consumer: identity links, stages, count windows,
+//! funnels, segments, trigger caps and timers come back as they were.
+//!
+//! - Up to the consumer's ack floor, every event was applied and published by
+//!   an earlier run: the shards' output is muted.
+//! - Past it, an earlier run was delivered the event but may not have taken
+//!   it (stopped or killed with it in its buffer; the server would send it
+//!   again only after the ack wait, behind newer events, and it would then be
+//!   late). Those are applied now, in stream order, with their output
+//!   published: at least once (one that was applied and acknowledged out of
+//!   order is published again). When the server sends them again, the dedup
+//!   window drops them.
+//! - An event is judged against the time the stream stored it (for
+//!   `max_future_skew`), not the clock of the restart.
+//! - Everything is counted in the metrics as any event is, so counters go on
+//!   from where the last run left them (`/metrics` answers 503 until the
+//!   rebuild is done, so that Prometheus never scrapes them half-way and
+//!   takes that for a counter reset).
+//! - Customers forgotten by an earlier run are forgotten again where they were
+//!   ([`super::forgotten`]).
 
 use super::forgotten::{Forget, ForgetLog};
-use super::nats::wall_ms;
 use crate::config::{JetStreamConfig, NatsConfig};
 use crate::engine::Router;
 use anyhow::Context;
@@ -35,15 +45,18 @@ const PROGRESS: Duration = Duration::from_secs(5);
 pub struct Rebuilt {
     /// Messages replayed.
     pub events: u64,
-    /// The stream sequence the rebuild went up to (the consumer's ack floor).
+    /// The stream sequence the rebuild went up to (the last delivered).
     pub through: u64,
+    /// Of `events`, those past the consumer's ack floor (applied with output).
+    pub unacknowledged: u64,
     /// Recorded forgets made again.
     pub forgets: u64,
 }
 
-/// Replays what the durable consumer `js.consumer` had acknowledged, muted,
-/// unless there is nothing (no stream, no consumer, nothing acknowledged).
-/// Returns early, with what it replayed so far, if `shutdown` is cancelled.
+/// Replays what the durable consumer `js.consumer` was delivered (see the
+/// module doc), unless there is nothing (no stream, no consumer, nothing
+/// delivered). Returns early, with what it replayed so far, if `shutdown` is
+/// cancelled.
 pub async fn rebuild(
     client: &Client,
     nats: &NatsConfig,
@@ -60,13 +73,13 @@ pub async fn rebuild(
         return Ok(Rebuilt::default());
     };
     let info = durable.info().await.with_context(|| format!("reading JetStream consumer {}", js.consumer))?.clone();
-    let through = info.ack_floor.stream_sequence;
+    let (acknowledged, through) = (info.ack_floor.stream_sequence, info.delivered.stream_sequence);
     if through == 0 {
         return Ok(Rebuilt::default());
     }
     let first = stream.cached_info().state.first_sequence;
     if first > through {
-        tracing::warn!(stream = %js.stream, first, through, "the stream no longer holds the events the consumer acknowledged (its limits removed them): customers start afresh");
+        tracing::warn!(stream = %js.stream, first, through, "the stream no longer holds the events the consumer was delivered (its limits removed them): customers start afresh");
         return Ok(Rebuilt::default());
     }
     if first > 1 {
@@ -88,11 +101,14 @@ pub async fn rebuild(
         Some(log) => log.all().await.context("reading the recorded forgets")?,
         None => Vec::new(),
     };
-    tracing::info!(stream = %js.stream, consumer = %js.consumer, through, forgets = forgets.len(), "rebuilding customer state from the stream");
+    tracing::info!(stream = %js.stream, consumer = %js.consumer, acknowledged, through, forgets = forgets.len(), "rebuilding customer state from the stream");
     let started = Instant::now();
     let mut progress = started;
-    router.mute(true).await;
-    let mut done = Rebuilt { events: 0, through, forgets: 0 };
+    let mut muted = acknowledged > 0;
+    if muted {
+        router.mute(true).await;
+    }
+    let mut done = Rebuilt { events: 0, through, unacknowledged: 0, forgets: 0 };
     let mut forgets = forgets.into_iter().peekable();
     loop {
         let next = tokio::select! {
@@ -108,12 +124,16 @@ pub async fn rebuild(
             }
             Ok(None) => break,
             Err(_) => {
-                tracing::warn!(through, replayed = done.events, "the stream delivered nothing for {STALL:?}: rebuild ends short of the consumer's ack floor");
+                tracing::warn!(
+                    through,
+                    replayed = done.events,
+                    "the stream delivered nothing for {STALL:?}: rebuild ends short of what the consumer was delivered"
+                );
                 break;
             }
         };
-        let (seq, pending) = match m.info() {
-            Ok(i) => (i.stream_sequence, i.pending),
+        let (seq, pending, stored_ms) = match m.info() {
+            Ok(i) => (i.stream_sequence, i.pending, (i.published.unix_timestamp_nanos() / 1_000_000) as i64),
             Err(e) => anyhow::bail!("a replayed message has no JetStream metadata: {e}"),
         };
         if seq > through {
@@ -123,8 +143,17 @@ pub async fn rebuild(
         while let Some(f) = forgets.next_if(|f| f.seq < seq) {
             forget(router, &f, &mut done).await;
         }
-        // Refused and late inputs went aside when first taken; only the router's state matters now.
-        let _ = router.ingest(&m.message.payload, Some(m.message.subject.as_str()), Instant::now(), wall_ms()).await;
+        if muted && seq > acknowledged {
+            router.mute(false).await;
+            muted = false;
+        }
+        if muted {
+            // Refused and late inputs went aside when first taken; only the router's state matters now.
+            let _ = router.ingest(&m.message.payload, Some(m.message.subject.as_str()), Instant::now(), stored_ms).await;
+        } else {
+            super::nats::handle(client, router, m.message, stored_ms).await;
+            done.unacknowledged += 1;
+        }
         done.events += 1;
         if done.events % burst as u64 == 0 {
             router.flush().await;
@@ -143,10 +172,18 @@ pub async fn rebuild(
     for f in forgets {
         forget(router, &f, &mut done).await;
     }
-    // Every replayed event applied before the output is unmuted.
+    if muted {
+        router.mute(false).await;
+    }
     router.barrier().await;
-    router.mute(false).await;
-    tracing::info!(replayed = done.events, through, forgets = done.forgets, seconds = started.elapsed().as_secs_f64(), "customer state rebuilt");
+    tracing::info!(
+        replayed = done.events,
+        unacknowledged = done.unacknowledged,
+        through,
+        forgets = done.forgets,
+        seconds = started.elapsed().as_secs_f64(),
+        "customer state rebuilt"
+    );
     Ok(done)
 }
 

@@ -216,9 +216,22 @@ impl ShardMetrics {
     }
 
     /// Publishes everything counted since the last flush.
-    /// Marks what follows as a replay (see `replaying`).
+    /// Marks what follows as a replay (see `replaying`), or not; what was
+    /// counted before the switch is settled as it was counted.
     pub fn set_replaying(&mut self, on: bool) {
+        self.flush_recent();
         self.replaying = on;
+    }
+
+    fn flush_recent(&mut self) {
+        if !self.recent_any {
+            return;
+        }
+        if !self.replaying {
+            self.shared.recent.add(crate::ingest::nats::wall_ms() / 1000, &self.recent);
+        }
+        self.recent.fill(0);
+        self.recent_any = false;
     }
 
     pub fn flush(&mut self) {
@@ -231,14 +244,6 @@ impl ShardMetrics {
         }
         self.engine.flush();
         self.end_to_end.flush();
-        if self.recent_any && self.replaying {
-            self.recent.fill(0);
-            self.recent_any = false;
-        }
-        if self.recent_any {
-            self.shared.recent.add(crate::ingest::nats::wall_ms() / 1000, &self.recent);
-            self.recent.fill(0);
-            self.recent_any = false;
-        }
+        self.flush_recent();
     }
 }
