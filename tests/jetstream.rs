@@ -368,3 +368,46 @@ async fn a_nats_server_restart_mid_stream_loses_nothing_and_applies_nothing_twic
     assert_eq!(sum_or_zero(&m, "journey_customers", &[("model", "lifecycle"), ("stage", "registered")]), N as f64);
     j.stop().await;
 }
+
+/// journeyd killed (SIGKILL) while it works through a backlog: every event's
+/// transition is published, by the killed run or by the next one (at least
+/// once). Messages are acknowledged only once the shards have applied them,
+/// so none acknowledged at the kill is left unapplied and unpublished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_backlog_loses_no_transition() {
+    const N: usize = 20_000;
+    let nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
+        .await
+        .expect("create the stream");
+    let watcher = async_nats::ConnectOptions::new().subscription_capacity(1 << 20).connect(nats.url()).await.expect("connect");
+    let sub = watcher.subscribe("journey.transition.>").await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    let (seen, collector) = collect_transitions(sub);
+    let t = days_ago(1);
+    let events: Vec<Value> = (0..N).map(|i| event(&format!("k-{i}"), t + i as i64, &format!("k-user-{i}"), "app", "signup")).collect();
+    publish_stored_chunked(&js, &events).await;
+
+    let dir = common::tempdir();
+    let text = config(&nats, 262_144);
+    let http = journeyd::config::parse(&text).expect("config").config.http.listen;
+    let path = common::write_config(dir.path(), &text);
+    let args = ["run", "--config", path.to_str().expect("UTF-8 path")];
+    let mut first = common::Journeyd::spawn(&args);
+    common::wait_until("the first run is in the middle of the backlog", std::time::Duration::from_secs(30), || async {
+        let (_, body) = common::try_http_get(&http, "/metrics").await.ok()?;
+        (sum_or_zero(&body, "journey_events_total", &[]) >= (N / 4) as f64).then_some(())
+    })
+    .await;
+    first.kill();
+
+    let _second = common::Journeyd::spawn(&args);
+    let all = seen.clone();
+    common::wait_until("every event's transition was published", std::time::Duration::from_secs(30), || {
+        let all = all.clone();
+        async move { (all.lock().unwrap().len() == N).then_some(()) }
+    })
+    .await;
+    collector.abort();
+}

@@ -112,6 +112,9 @@ pub enum Op {
     },
     /// Replies once every op before it is applied and published.
     Barrier(oneshot::Sender<()>),
+    /// Replies once every op before it is applied and its output handed to
+    /// the NATS client (no flush): what may be acknowledged to JetStream.
+    Applied(oneshot::Sender<()>),
     /// Mute (or unmute) the shard's output: a muted shard applies and counts
     /// as usual but publishes nothing (a rebuild replays what was published).
     Mute(bool),

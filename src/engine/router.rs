@@ -44,11 +44,16 @@ pub struct Router {
     batch_since: Vec<Option<Instant>>,
     /// Live: a batch is sent once its oldest event has waited this long, full or not.
     max_hold: Option<std::time::Duration>,
+    /// Per shard: batches were sent since the last [`Router::applied_mark`].
+    unmarked: Vec<bool>,
     decode_hist: LocalHistogram,
     decode_lat: Recorder,
     decode_samples: Vec<u64>,
     last_accepted: Instant,
 }
+
+/// One receiver per shard that had work: see [`Router::applied_mark`].
+pub type AppliedMark = smallvec::SmallVec<[oneshot::Receiver<()>; 2]>;
 
 /// Which shard owns a customer: a multiplicative hash of its key.
 pub fn shard_of(key: CustomerKey, shards: usize) -> usize {
@@ -67,6 +72,7 @@ impl Router {
             handed: vec![i64::MIN; senders.len()],
             batch_since: vec![None; senders.len()],
             max_hold: None,
+            unmarked: vec![false; senders.len()],
             decode_hist: metrics.processing.with_label_values(&[Stage::Decode.as_str()]).local(),
             decode_samples: Vec::new(),
             senders,
@@ -176,6 +182,7 @@ impl Router {
             return;
         }
         let batch = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(self.batch_size));
+        self.unmarked[shard] = true;
         if self.senders[shard].send(batch).await.is_err() {
             tracing::error!(shard, "shard worker is gone; its batch is lost");
         }
@@ -226,6 +233,23 @@ impl Router {
             p.push(Op::Mute(on));
         }
         self.flush().await;
+    }
+
+    /// Sends what is pending, and returns what answers once every shard has
+    /// applied what it was sent so far (each receiver resolves, or closes if
+    /// its shard is gone): the point up to which input may be acknowledged.
+    pub async fn applied_mark(&mut self) -> AppliedMark {
+        let mut mark = AppliedMark::new();
+        for s in 0..self.pending.len() {
+            if self.unmarked[s] || !self.pending[s].is_empty() {
+                let (tx, rx) = oneshot::channel();
+                self.pending[s].push(Op::Applied(tx));
+                mark.push(rx);
+            }
+        }
+        self.flush().await;
+        self.unmarked.fill(false);
+        mark
     }
 
     /// Waits until every shard has applied and published everything queued so far.

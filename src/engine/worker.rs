@@ -126,6 +126,10 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
                     let _ = reply.send(shard.forget(key));
                 }
                 Op::Barrier(tx) => barriers.push(tx),
+                Op::Applied(tx) => {
+                    sink.publish(&mut shard.out.messages).await;
+                    let _ = tx.send(());
+                }
                 Op::Mute(on) => shard.mute(on),
             }
         }

@@ -7,16 +7,21 @@
 //! slow consumer), and what is published while journeyd is down is gone. The
 //! pull consumer fetches only as fast as the shards take events, and its
 //! position survives a restart, so neither loses anything. Its messages are
-//! acknowledged (ack-all) once the burst they came in is handed to the shards.
+//! acknowledged, each on its own, once the shards have applied the burst
+//! they came in (not merely queued it), so that a crash leaves every applied
+//! but unacknowledged event for the next run's rebuild to apply with output.
 
 use super::forgotten::{Forget, ForgetLog};
 use crate::config::{JetStreamConfig, NatsConfig};
+use crate::engine::router::AppliedMark;
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy};
 use async_nats::{Client, Message, Subject, Subscriber};
 use futures::stream::SelectAll;
 use futures::{FutureExt, StreamExt};
+use std::collections::VecDeque;
 use std::time::Duration;
+use tokio::sync::oneshot::error::TryRecvError;
 
 /// Messages a pull request asks for at once, at most: pulled messages land
 /// in a client subscription too, and a batch that overflowed its buffer would
@@ -40,6 +45,9 @@ pub struct JetStreamInput {
     /// Ack subjects of the messages handed on since the last commit (at
     /// most one burst).
     unacked: Vec<Subject>,
+    /// Committed bursts waiting for the shards to have applied them, oldest
+    /// first (bounded by the shards' queues).
+    in_flight: VecDeque<Burst>,
     /// The ack subject of the last message committed (it tells its stream
     /// sequence), if this run committed any.
     last_committed: Option<Subject>,
@@ -79,11 +87,52 @@ impl Input {
         }
     }
 
-    /// Everything taken so far has been handed to the shards: acknowledge it.
-    pub async fn commit(&mut self) {
+    /// Whether [`Input::commit`] takes a mark (a JetStream input acknowledges
+    /// what the shards have applied; core NATS has nothing to acknowledge).
+    pub fn wants_marks(&self) -> bool {
+        matches!(self, Input::JetStream(_))
+    }
+
+    /// Everything taken so far has been handed to the shards, which answer
+    /// `mark` once they have applied it: it is acknowledged then. Also
+    /// acknowledges earlier bursts that are applied by now.
+    pub async fn commit(&mut self, mark: AppliedMark) {
         if let Input::JetStream(js) = self {
-            js.commit().await;
+            js.commit(mark);
+            js.ack_applied().await;
         }
+    }
+
+    /// Acknowledges the committed bursts the shards have applied by now.
+    pub async fn ack_applied(&mut self) {
+        if let Input::JetStream(js) = self {
+            js.ack_applied().await;
+        }
+    }
+
+    /// Waits (at most `timeout`) for the shards to apply every committed
+    /// burst, and acknowledges what they applied; the rest is left to the
+    /// next run.
+    pub async fn finish(&mut self, timeout: Duration) {
+        let Input::JetStream(js) = self else { return };
+        let wait = async {
+            for burst in &mut js.in_flight {
+                let mut lost = false;
+                for rx in burst.mark.iter_mut() {
+                    lost |= rx.await.is_err();
+                }
+                // Answered (a receiver that has answered reads as closed).
+                burst.mark.clear();
+                burst.lost |= lost;
+            }
+        };
+        if tokio::time::timeout(timeout, wait).await.is_err() {
+            tracing::warn!(
+                bursts = js.in_flight.len(),
+                "the shards did not apply everything in time: what they did not is left unacknowledged, for the next run"
+            );
+        }
+        js.ack_applied().await;
     }
 
     /// For a JetStream input, a task that keeps `gauge` at the consumer's lag
@@ -205,6 +254,7 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -
         consumer,
         messages,
         unacked: Vec::new(),
+        in_flight: VecDeque::new(),
         last_committed: None,
         start,
         forgets,
@@ -229,17 +279,49 @@ impl JetStreamInput {
         }
     }
 
-    /// Acknowledges every message handed on since the last commit, each on
-    /// its own: an ack-all would also acknowledge messages a previous run
-    /// was delivered and never applied, before the server redelivers them.
-    async fn commit(&mut self) {
+    fn commit(&mut self, mark: AppliedMark) {
         if let Some(last) = self.unacked.last() {
             self.last_committed = Some(last.clone());
         }
-        for reply in self.unacked.drain(..) {
-            if let Err(e) = self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await {
-                tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered and deduplicated");
+        if !self.unacked.is_empty() {
+            self.in_flight.push_back(Burst { mark, acks: std::mem::take(&mut self.unacked), lost: false });
+        }
+    }
+
+    /// Acknowledges, in order, the bursts whose shards have all answered;
+    /// each message on its own: an ack-all would also acknowledge messages a
+    /// previous run was delivered and never applied.
+    async fn ack_applied(&mut self) {
+        while let Some(burst) = self.in_flight.front_mut() {
+            burst.mark.retain_mut(|rx| match rx.try_recv() {
+                Ok(()) => false,
+                Err(TryRecvError::Closed) => {
+                    burst.lost = true;
+                    false
+                }
+                Err(TryRecvError::Empty) => true,
+            });
+            if !burst.mark.is_empty() {
+                return;
+            }
+            let Some(burst) = self.in_flight.pop_front() else { return };
+            if burst.lost {
+                tracing::error!(messages = burst.acks.len(), "a shard worker is gone: its messages are left unacknowledged, for the next run");
+                continue;
+            }
+            for reply in burst.acks {
+                if let Err(e) = self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await {
+                    tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered and deduplicated");
+                }
             }
         }
     }
+}
+
+/// Messages handed to the shards in one go, acknowledged once they are applied.
+struct Burst {
+    mark: AppliedMark,
+    acks: Vec<Subject>,
+    /// A shard went away before it answered.
+    lost: bool,
 }

@@ -191,18 +191,31 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
                         None => break,
                     }
                 }
-                router.flush().await;
-                input.commit().await;
+                commit(router, &mut input).await;
             }
-            _ = ticker.tick() => router.on_idle(Instant::now(), wall_ms()).await,
+            _ = ticker.tick() => {
+                router.on_idle(Instant::now(), wall_ms()).await;
+                input.ack_applied().await;
+            }
         }
     }
     tracing::info!("draining the input");
     for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
         handle(client, router, msg, wall_ms()).await;
     }
-    router.flush().await;
-    input.commit().await;
+    commit(router, &mut input).await;
+    input.finish(Duration::from_secs(10)).await;
+}
+
+/// Ends a burst: sends the partial batches and hands what was taken to the
+/// input, to acknowledge once the shards have applied it.
+async fn commit(router: &mut Router, input: &mut Input) {
+    if input.wants_marks() {
+        let mark = router.applied_mark().await;
+        input.commit(mark).await;
+    } else {
+        router.flush().await;
+    }
 }
 
 #[cfg(test)]
