@@ -166,9 +166,7 @@ pub async fn rebuild(
             break;
         }
     }
-    // The rest were made after everything replayed (or after messages a
-    // crashed run had not acknowledged: those come back and may start the
-    // customer anew).
+    // The rest were made after the last message replayed.
     for f in forgets {
         forget(router, &f, &mut done).await;
     }
