@@ -48,9 +48,7 @@ async fn jetstream_of(nats: &NatsServer) -> async_nats::jetstream::Context {
 async fn events_stored_before_start_and_published_after_are_all_applied() {
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
-    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
-        .await
-        .expect("create the stream");
+    create_stream(&js).await;
     let t = days_ago(3);
     publish_stored(&js, &signups("before", t, 20)).await;
 
@@ -76,10 +74,7 @@ async fn events_stored_before_start_and_published_after_are_all_applied() {
 async fn a_restart_rebuilds_customers_from_the_stream_and_publishes_nothing_twice() {
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
-    let watcher = nats.connect().await;
-    let sub = watcher.subscribe("journey.transition.>").await.expect("subscribe");
-    watcher.flush().await.expect("flush");
-    let (seen, collector) = collect_transitions(sub);
+    let (seen, collector, watcher) = watch_transitions(&nats).await;
     let t = days_ago(3);
 
     // The first run creates the stream and the consumer.
@@ -142,11 +137,8 @@ async fn after_a_kill_the_next_run_goes_on_from_the_rebuilt_state() {
     const N: usize = 2_000;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
-    let dir = common::tempdir();
-    let text = config(&nats, 262_144);
-    let http = journeyd::config::parse(&text).expect("config").config.http.listen;
-    let path = common::write_config(dir.path(), &text);
-    let args = ["run", "--config", path.to_str().expect("UTF-8 path")];
+    let (_dir, http, args) = binary_run(&nats);
+    let args = args.each_ref().map(String::as_str);
     let ready = || async {
         common::wait_until("journeyd answers /readyz with 200", std::time::Duration::from_secs(30), || async {
             matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
@@ -221,12 +213,18 @@ async fn publish_stored_chunked(js: &async_nats::jetstream::Context, events: &[V
     }
 }
 
-/// A task counting every transition's `event_id` until aborted.
-fn collect_transitions(
-    mut sub: async_nats::Subscriber,
-) -> (std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>, tokio::task::JoinHandle<()>) {
+/// Counts of transitions by `event_id`, kept by a task of [`watch_transitions`].
+type Seen = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
+
+/// Subscribes to every transition on `nats` (with room for a large burst)
+/// and counts them by `event_id` in a task, until it is aborted. The client
+/// is returned to be kept (and flushed) as long as the counts are wanted.
+async fn watch_transitions(nats: &NatsServer) -> (Seen, tokio::task::JoinHandle<()>, async_nats::Client) {
     use futures::StreamExt;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, u32>::new()));
+    let watcher = async_nats::ConnectOptions::new().subscription_capacity(1 << 20).connect(nats.url()).await.expect("connect");
+    let mut sub = watcher.subscribe("journey.transition.>").await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    let seen = Seen::default();
     let s = seen.clone();
     let task = tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
@@ -235,7 +233,24 @@ fn collect_transitions(
             *s.lock().unwrap().entry(id).or_default() += 1;
         }
     });
-    (seen, task)
+    (seen, task, watcher)
+}
+
+/// Creates the stream `TOUCH` over `touch.>`.
+async fn create_stream(js: &async_nats::jetstream::Context) {
+    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
+        .await
+        .expect("create the stream");
+}
+
+/// A config file for the journeyd binary (consuming through JetStream), its
+/// HTTP address and its `run` arguments; the directory holds the file.
+fn binary_run(nats: &NatsServer) -> (tempfile::TempDir, String, [String; 3]) {
+    let dir = common::tempdir();
+    let text = config(nats, 262_144);
+    let http = journeyd::config::parse(&text).expect("config").config.http.listen;
+    let path = common::write_config(dir.path(), &text);
+    (dir, http, ["run".into(), "--config".into(), path.to_str().expect("UTF-8 path").into()])
 }
 
 /// What was delivered to a run but not taken when it stopped (the pull stream is ahead of
@@ -248,13 +263,8 @@ async fn untaken_events_of_a_stopped_run_are_applied_in_order_and_survive_a_quic
     const N: usize = 10_000;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
-    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
-        .await
-        .expect("create the stream");
-    let watcher = async_nats::ConnectOptions::new().subscription_capacity(1 << 20).connect(nats.url()).await.expect("connect");
-    let sub = watcher.subscribe("journey.transition.>").await.expect("subscribe");
-    watcher.flush().await.expect("flush");
-    let (seen, collector) = collect_transitions(sub);
+    create_stream(&js).await;
+    let (seen, collector, _watcher) = watch_transitions(&nats).await;
     let t = days_ago(1);
     // A second apart: an event taken after much later ones would be late.
     let events: Vec<Value> = (0..N).map(|i| event(&format!("d-{i}"), t + i as i64 * 1000, &format!("d-user-{i}"), "app", "signup")).collect();
@@ -352,9 +362,7 @@ async fn a_nats_server_restart_mid_stream_loses_nothing_and_applies_nothing_twic
     const N: usize = 20_000;
     let mut nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
-    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
-        .await
-        .expect("create the stream");
+    create_stream(&js).await;
     let t = days_ago(1);
     let events: Vec<Value> = (0..N).map(|i| event(&format!("r-{i}"), t, &format!("r-user-{i}"), "app", "signup")).collect();
     // Most of it stored before journeyd starts, so that the restart comes while it consumes.
@@ -378,22 +386,14 @@ async fn a_kill_mid_backlog_loses_no_transition() {
     const N: usize = 20_000;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
-    js.create_stream(async_nats::jetstream::stream::Config { name: STREAM.into(), subjects: vec!["touch.>".into()], ..Default::default() })
-        .await
-        .expect("create the stream");
-    let watcher = async_nats::ConnectOptions::new().subscription_capacity(1 << 20).connect(nats.url()).await.expect("connect");
-    let sub = watcher.subscribe("journey.transition.>").await.expect("subscribe");
-    watcher.flush().await.expect("flush");
-    let (seen, collector) = collect_transitions(sub);
+    create_stream(&js).await;
+    let (seen, collector, _watcher) = watch_transitions(&nats).await;
     let t = days_ago(1);
     let events: Vec<Value> = (0..N).map(|i| event(&format!("k-{i}"), t + i as i64, &format!("k-user-{i}"), "app", "signup")).collect();
     publish_stored_chunked(&js, &events).await;
 
-    let dir = common::tempdir();
-    let text = config(&nats, 262_144);
-    let http = journeyd::config::parse(&text).expect("config").config.http.listen;
-    let path = common::write_config(dir.path(), &text);
-    let args = ["run", "--config", path.to_str().expect("UTF-8 path")];
+    let (_dir, http, args) = binary_run(&nats);
+    let args = args.each_ref().map(String::as_str);
     let mut first = common::Journeyd::spawn(&args);
     common::wait_until("the first run is in the middle of the backlog", std::time::Duration::from_secs(30), || async {
         let (_, body) = common::try_http_get(&http, "/metrics").await.ok()?;
