@@ -141,8 +141,11 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     let request_subs = requests::subscribe(&client).await.context("subscribing to the request subjects")?;
     // Subscribed means the server has the subscriptions, not just the socket.
     ingest::nats::round_trip(&client, Duration::from_secs(10)).await.context("confirming the subscriptions")?;
-    ready.store(true, Ordering::Release);
-    tracing::info!(subjects = ?cfg.nats.subjects, url = %cfg.nats.url, "subscribed; journeyd is ready");
+    // A shutdown that came during the rebuild: drain at once, never ready.
+    if !shutdown.is_cancelled() {
+        ready.store(true, Ordering::Release);
+        tracing::info!(subjects = ?cfg.nats.subjects, url = %cfg.nats.url, "subscribed; journeyd is ready");
+    }
 
     let background = CancellationToken::new();
     let lag = metrics.consumer_lag.clone().and_then(|gauge| input.lag_poller(gauge, background.clone())).map(tokio::spawn);

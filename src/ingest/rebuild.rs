@@ -174,6 +174,10 @@ pub async fn rebuild(
         router.mute(false).await;
     }
     router.barrier().await;
+    if shutdown.is_cancelled() {
+        tracing::info!(replayed = done.events, through, "rebuild interrupted by the shutdown");
+        return Ok(done);
+    }
     tracing::info!(
         replayed = done.events,
         unacknowledged = done.unacknowledged,
