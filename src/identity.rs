@@ -149,14 +149,16 @@ impl Resolver {
                 None => fresh.push((t, h, i)),
             }
         }
-        let mut new_types: SmallVec<[&str; 2]> = SmallVec::new();
-        for &i in &untyped {
-            if !new_types.contains(&ids[i].0.as_ref()) {
-                new_types.push(&ids[i].0);
+        if !untyped.is_empty() {
+            let mut new_types: SmallVec<[&str; 2]> = SmallVec::new();
+            for &i in &untyped {
+                if !new_types.contains(&ids[i].0.as_ref()) {
+                    new_types.push(&ids[i].0);
+                }
             }
-        }
-        if let Some(ty) = new_types.get(MAX_ID_TYPES.saturating_sub(self.types.len())) {
-            return Err(Rejection::new(RejectReason::TooManyIdTypes, format!("id type `{ty}` is past the limit of distinct id types")));
+            if let Some(ty) = new_types.get(MAX_ID_TYPES.saturating_sub(self.types.len())) {
+                return Err(too_many_id_types(ty));
+            }
         }
         // Guard rails over the group this event would make.
         let size: u64 = roots.iter().map(|r| self.size[*r as usize] as u64).sum::<u64>() + (fresh.len() + untyped.len()) as u64;
@@ -175,10 +177,7 @@ impl Resolver {
         let some_untyped = !untyped.is_empty();
         for i in untyped {
             let ty = &ids[i].0;
-            let t = self
-                .types
-                .intern(ty)
-                .ok_or_else(|| Rejection::new(RejectReason::TooManyIdTypes, format!("id type `{ty}` is past the limit of distinct id types")))?;
+            let t = self.types.intern(ty).ok_or_else(|| too_many_id_types(ty))?;
             self.type_cache.insert(ty.as_ref().into(), t);
             fresh.push((t, id_hash(t, &ids[i].1), i));
         }
@@ -263,6 +262,10 @@ impl Resolver {
     pub fn heap_bytes(&self) -> usize {
         self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1) + self.parent.capacity() * 4 + self.size.capacity() * 4 + self.limited.capacity()
     }
+}
+
+fn too_many_id_types(ty: &str) -> Rejection {
+    Rejection::new(RejectReason::TooManyIdTypes, format!("id type `{ty}` is past the limit of distinct id types"))
 }
 
 #[cfg(test)]
