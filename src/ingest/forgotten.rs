@@ -32,10 +32,10 @@ impl ForgetLog {
 
     /// The log, created if it does not exist yet.
     pub async fn open(context: &jetstream::Context, js: &JetStreamConfig) -> anyhow::Result<ForgetLog> {
-        let bucket = Self::bucket(js);
         if let Some(log) = Self::existing(context, js).await {
             return Ok(log);
         }
+        let bucket = Self::bucket(js);
         let store = context
             .create_key_value(kv::Config { bucket: bucket.clone(), history: 1, ..Default::default() })
             .await

@@ -282,8 +282,6 @@ impl JetStreamInput {
     fn commit(&mut self, mark: AppliedMark) {
         if let Some(last) = self.unacked.last() {
             self.last_committed = Some(last.clone());
-        }
-        if !self.unacked.is_empty() {
             self.in_flight.push_back(Burst { mark, acks: std::mem::take(&mut self.unacked), lost: false });
         }
     }

@@ -215,7 +215,6 @@ impl ShardMetrics {
         self.end_to_end.observe(end_to_end_secs);
     }
 
-    /// Publishes everything counted since the last flush.
     /// Marks what follows as a replay (see `replaying`), or not; what was
     /// counted before the switch is settled as it was counted.
     pub fn set_replaying(&mut self, on: bool) {
@@ -234,6 +233,7 @@ impl ShardMetrics {
         self.recent_any = false;
     }
 
+    /// Publishes everything counted since the last flush.
     pub fn flush(&mut self) {
         self.events.flush();
         self.touches.flush();
