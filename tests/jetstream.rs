@@ -151,7 +151,7 @@ async fn after_a_kill_the_next_run_goes_on_from_the_rebuilt_state() {
             common::wait_until(&format!("{name}{labels:?} = {want}"), std::time::Duration::from_secs(30), || {
                 let http = http.clone();
                 async move {
-                    let (_, body) = common::try_http_get(&http, "/metrics").await.ok()?;
+                    let body = scrape(&http).await?;
                     (sum_or_zero(&body, name, labels) == want).then_some(())
                 }
             })
@@ -234,6 +234,15 @@ async fn watch_transitions(nats: &NatsServer) -> (Seen, tokio::task::JoinHandle<
         }
     });
     (seen, task, watcher)
+}
+
+/// The `/metrics` of the journeyd binary at `http`, once it serves them (not
+/// while it starts or rebuilds its state: it answers 503 then).
+async fn scrape(http: &str) -> Option<String> {
+    match common::try_http_get(http, "/metrics").await {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
 }
 
 /// Creates the stream `TOUCH` over `touch.>`.
@@ -396,7 +405,7 @@ async fn a_kill_mid_backlog_loses_no_transition() {
     let args = args.each_ref().map(String::as_str);
     let mut first = common::Journeyd::spawn(&args);
     common::wait_until("the first run is in the middle of the backlog", std::time::Duration::from_secs(30), || async {
-        let (_, body) = common::try_http_get(&http, "/metrics").await.ok()?;
+        let body = scrape(&http).await?;
         (sum_or_zero(&body, "journey_events_total", &[]) >= (N / 4) as f64).then_some(())
     })
     .await;
