@@ -36,9 +36,11 @@ pub struct Customer {
     /// Events by channel and by kind.
     pub counts: Counts,
     pub consent: Vec<Consent>,
-    /// Bit `i` set while an inactivity timer of duration `i` is queued; bit
-    /// `32 + j` while the timer of the `j`-th inactivity trigger is.
+    /// Bit `i` set while inactivity duration `i` is yet to fire since the
+    /// last event; bit `32 + j` while the `j`-th inactivity trigger is.
     pub armed: u64,
+    /// Due time of the customer's queued timer (`i64::MAX`: none queued).
+    pub wake: i64,
     /// The last touches, for attribution.
     pub touches: Touches,
     /// Per funnel, the open attempt.
@@ -46,7 +48,7 @@ pub struct Customer {
     /// Recent purchase and engagement times, and the segment cell they give.
     pub segment: Activity,
     pub cell: Cell,
-    /// Due time of the queued segment timer (`i64::MAX`: none queued).
+    /// When the segment cell may next change (`i64::MAX`: it cannot).
     pub segment_due: i64,
     /// Per trigger: what is waiting, what was sent.
     pub triggers: SmallVec<[TriggerState; INLINE_TRIGGERS]>,
@@ -62,6 +64,7 @@ impl Customer {
             counts: Counts::default(),
             consent: Vec::new(),
             armed: 0,
+            wake: i64::MAX,
             touches: Touches::default(),
             funnels: SmallVec::from_elem(FunnelState::default(), plan.funnels.len()),
             segment: Activity::default(),

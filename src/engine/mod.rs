@@ -4,6 +4,7 @@
 //! finally calls `Engine::shutdown` to drain the shards.
 
 pub mod customer;
+pub mod due;
 pub mod ops;
 pub mod router;
 pub mod shard;

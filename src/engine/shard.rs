@@ -7,9 +7,10 @@
 //! that led to it; funnels advance; the segment cell is recomputed.
 
 use super::customer::{Consent, Customer, CustomerView, Forgotten};
+use super::due::{self, rewake, trigger_due};
 use super::ops::{EventOp, MergeCause};
 use super::table::CustomerTable;
-use super::timers::{Timer, TimerKind, TimerQueue};
+use super::timers::TimerQueue;
 use crate::catalog::{ChannelId, IdTypes, CHANNEL_NONE};
 use crate::emit::{sort_credits, to_bytes, Cause, Credit, Outbound, Transition, TransitionJson, TransitionSubjects, TriggerJson};
 use crate::identity::CustomerKey;
@@ -150,27 +151,25 @@ impl Shard {
         }
         for (fi, funnel) in plan.funnels.iter().enumerate() {
             let metrics = &mut self.metrics;
-            if funnel.on_event(&mut c.funnels[fi], t, |e| metrics.funnel(fi, e)) {
-                self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: ev.key, kind: TimerKind::FunnelExpiry(fi as u16) });
-            }
+            funnel.on_event(&mut c.funnels[fi], t, |e| metrics.funnel(fi, e));
         }
         for (ti, trigger) in plan.triggers.iter().enumerate() {
             match trigger.on_event(&mut c.triggers[ti], t) {
                 OnEvent::Nothing => {}
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
-                OnEvent::Scheduled { due, cancelled } => {
+                OnEvent::Scheduled { cancelled, .. } => {
                     if cancelled {
                         self.metrics.trigger_suppressed(ti, Suppressed::Cancelled);
                     }
-                    self.timers.push(trigger_timer(ev.key, ti, due));
                 }
                 OnEvent::DueNow => self.out.trigger(&self.metrics, plan, c, ti, t.ts, t.ts, "event"),
             }
         }
         if plan.segments.record(&mut c.segment, t.kind, t.ts) {
-            resegment(&mut self.timers, &self.metrics, plan, ev.key, c, ev.watermark);
+            resegment(&self.metrics, plan, c, ev.watermark);
         }
-        arm(&mut self.timers, plan, ev.key, c);
+        due::arm(plan, c);
+        rewake(&mut self.timers, plan, ev.key, c);
     }
 
     /// Moves the watermark: fires every timer due at or before it, in due order.
@@ -185,53 +184,12 @@ impl Shard {
             // as the worker does for events.
             self.customers.prefetch_ahead(|n| self.timers.key_ahead(n));
             let Some(c) = self.customers.get_mut(timer.key) else { continue };
-            match timer.kind {
-                TimerKind::Inactivity(which) => {
-                    let which = which as usize;
-                    let due = c.last_seen.saturating_add(plan.inactivity[which]);
-                    if timer.due < due {
-                        // Stale: a later event moved the deadline. Re-queue, don't search.
-                        self.timers.push(Timer { due, ..timer });
-                        continue;
-                    }
-                    c.armed &= !(1u64 << which);
-                    let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
-                    plan.on_timer(&mut c.journey, which, timer.due, |f| fired.push(f));
-                    let origin = Origin { ts: timer.due, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
-                    for f in fired {
-                        self.metrics.move_customer(f.model, Some(f.from), Some(f.to));
-                        self.out.transition(&mut self.metrics, &[], c.one_id(), f, &origin);
-                    }
-                }
-                TimerKind::FunnelExpiry(fi) => {
-                    let metrics = &mut self.metrics;
-                    plan.funnels[fi as usize].on_watermark(&mut c.funnels[fi as usize], watermark, |e| metrics.funnel(fi as usize, e));
-                }
-                TimerKind::Segment => {
-                    c.segment_due = i64::MAX;
-                    resegment(&mut self.timers, &self.metrics, plan, timer.key, c, watermark);
-                }
-                TimerKind::TriggerDue(ti) => {
-                    let ti = ti as usize;
-                    let state = &mut c.triggers[ti];
-                    if trigger_timer(timer.key, ti, state.pending_due).due == timer.due {
-                        let (from, due) = (plan.triggers[ti].pending_from(state), state.pending_due);
-                        state.pending_due = i64::MIN;
-                        self.out.trigger(&self.metrics, plan, c, ti, from, due, "timeout");
-                    }
-                }
-                TimerKind::TriggerInactivity(ti) => {
-                    let ti = ti as usize;
-                    let due = c.last_seen.saturating_add(plan.triggers[ti].inactivity().unwrap_or(0));
-                    if timer.due < due {
-                        self.timers.push(Timer { due, ..timer });
-                        continue;
-                    }
-                    c.armed &= !plan.triggers[ti].armed_bit;
-                    let from = c.last_seen;
-                    self.out.trigger(&self.metrics, plan, c, ti, from, timer.due, "inactivity");
-                }
+            if c.wake != timer.due {
+                continue; // Stale: a sooner timer was queued since.
             }
+            c.wake = i64::MAX;
+            fire_due(&mut self.out, &mut self.metrics, plan, c, timer.due, watermark);
+            rewake(&mut self.timers, plan, timer.key, c);
         }
     }
 
@@ -253,22 +211,13 @@ impl Shard {
             // absorbed customer continues under the survivor's key.
             // Its timers are queued under its old key, which no longer finds
             // it: queue them again under the survivor's.
-            other.armed = 0;
+            other.wake = i64::MAX;
             other.segment_due = i64::MAX;
             other.ids.extend(cause.new_ids.iter().cloned());
-            for (fi, funnel) in plan.funnels.iter().enumerate() {
-                if other.funnels[fi].reached > 0 {
-                    self.timers.push(Timer { due: funnel.expiry(&other.funnels[fi]), key: into, kind: TimerKind::FunnelExpiry(fi as u16) });
-                }
-            }
-            for (ti, state) in other.triggers.iter().enumerate() {
-                if state.is_pending() {
-                    self.timers.push(trigger_timer(into, ti, state.pending_due));
-                }
-            }
-            arm(&mut self.timers, plan, into, &mut other);
-            resegment(&mut self.timers, &self.metrics, plan, into, &mut other, cause.watermark);
-            self.customers.insert(into, other);
+            due::arm(plan, &mut other);
+            resegment(&self.metrics, plan, &mut other, cause.watermark);
+            let c = self.customers.insert(into, other);
+            rewake(&mut self.timers, plan, into, c);
             return;
         };
         let mut merged = SmallVec::<[crate::model::Merged; 4]>::new();
@@ -298,20 +247,17 @@ impl Shard {
             if let Some(dropped) = funnel.merge(&mut c.funnels[fi], other.funnels[fi]) {
                 self.metrics.funnel(fi, dropped);
             }
-            if c.funnels[fi].reached > 0 {
-                self.timers.push(Timer { due: funnel.expiry(&c.funnels[fi]), key: into, kind: TimerKind::FunnelExpiry(fi as u16) });
-            }
         }
         for (ti, trigger) in plan.triggers.iter().enumerate() {
             match trigger.merge(&mut c.triggers[ti], std::mem::take(&mut other.triggers[ti])) {
-                OnEvent::Scheduled { due, .. } => self.timers.push(trigger_timer(into, ti, due)),
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
-                OnEvent::Nothing | OnEvent::DueNow => {}
+                OnEvent::Scheduled { .. } | OnEvent::Nothing | OnEvent::DueNow => {}
             }
         }
         self.metrics.move_segment(Some(other.cell), None);
-        resegment(&mut self.timers, &self.metrics, plan, into, c, cause.watermark);
-        arm(&mut self.timers, plan, into, c);
+        resegment(&self.metrics, plan, c, cause.watermark);
+        due::arm(plan, c);
+        rewake(&mut self.timers, plan, into, c);
     }
 
     pub fn view(&self, key: CustomerKey) -> Option<CustomerView> {
@@ -330,44 +276,63 @@ impl Shard {
     }
 }
 
-/// Queues the inactivity timers a customer lacks, due at last event + D.
-fn arm(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer) {
-    for (i, d) in plan.inactivity.iter().enumerate() {
-        let bit = 1u64 << i;
-        if c.armed & bit == 0 {
-            c.armed |= bit;
-            timers.push(Timer { due: c.last_seen.saturating_add(*d), key, kind: TimerKind::Inactivity(i as u8) });
+/// Fires a customer's deadlines that fall at `due`, its queued timer's time
+/// (none falls earlier: the timer is queued at the earliest), in the order
+/// inactivity durations, funnel expiries, the segment cell, waiting
+/// triggers, inactivity triggers.
+fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut Customer, due: i64, watermark: i64) {
+    for (which, d) in plan.inactivity.iter().enumerate() {
+        let bit = 1u64 << which;
+        let at = c.last_seen.saturating_add(*d);
+        if c.armed & bit == 0 || at > due {
+            continue;
+        }
+        c.armed &= !bit;
+        let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
+        plan.on_timer(&mut c.journey, which, at, |f| fired.push(f));
+        let origin = Origin { ts: at, event_id: None, channel: CHANNEL_NONE, cause: Cause::Inactivity };
+        for f in fired {
+            metrics.move_customer(f.model, Some(f.from), Some(f.to));
+            out.transition(metrics, &[], c.one_id(), f, &origin);
+        }
+    }
+    for (fi, funnel) in plan.funnels.iter().enumerate() {
+        if c.funnels[fi].reached > 0 && funnel.expiry(&c.funnels[fi]) <= due {
+            funnel.on_watermark(&mut c.funnels[fi], watermark, |e| metrics.funnel(fi, e));
+        }
+    }
+    if c.segment_due <= due {
+        c.segment_due = i64::MAX;
+        resegment(metrics, plan, c, watermark);
+    }
+    for ti in 0..plan.triggers.len() {
+        let state = &mut c.triggers[ti];
+        if state.is_pending() && trigger_due(state.pending_due) <= due {
+            let (from, at) = (plan.triggers[ti].pending_from(state), state.pending_due);
+            state.pending_due = i64::MIN;
+            out.trigger(metrics, plan, c, ti, from, at, "timeout");
         }
     }
     for (ti, trigger) in plan.triggers.iter().enumerate() {
-        if let Some(d) = trigger.inactivity() {
-            if c.armed & trigger.armed_bit == 0 {
-                c.armed |= trigger.armed_bit;
-                timers.push(Timer { due: c.last_seen.saturating_add(d), key, kind: TimerKind::TriggerInactivity(ti as u16) });
-            }
+        let Some(d) = trigger.inactivity() else { continue };
+        let at = c.last_seen.saturating_add(d);
+        if c.armed & trigger.armed_bit == 0 || at > due {
+            continue;
         }
+        c.armed &= !trigger.armed_bit;
+        let from = c.last_seen;
+        out.trigger(metrics, plan, c, ti, from, at, "inactivity");
     }
 }
 
-/// Decides a due trigger and publishes it, or counts why it was held back.
-/// The timer of a trigger waiting until `due`: it fires once the watermark
-/// has passed `due`, since an `unless` event at exactly `due` (not late while
-/// the watermark is at `due`) still cancels.
-fn trigger_timer(key: CustomerKey, ti: usize, due: i64) -> Timer {
-    Timer { due: due.saturating_add(1), key, kind: TimerKind::TriggerDue(ti as u16) }
-}
-
-/// Recomputes the customer's segment cell at `watermark` and queues a timer
-/// for the next time an event leaves its window (unless one is due sooner).
-fn resegment(timers: &mut TimerQueue, metrics: &ShardMetrics, plan: &Plan, key: CustomerKey, c: &mut Customer, watermark: i64) {
+/// Recomputes the customer's segment cell at `watermark` and notes when it
+/// may next change (an event leaves its window), unless that is sooner.
+fn resegment(metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, watermark: i64) {
     let cell = plan.segments.cell(&c.segment, watermark);
     metrics.move_segment(Some(c.cell), Some(cell));
     c.cell = cell;
     if let Some(due) = plan.segments.next_change(&c.segment, watermark) {
-        if due < c.segment_due {
-            c.segment_due = due;
-            timers.push(Timer { due, key, kind: TimerKind::Segment });
-        }
+        c.segment_due = c.segment_due.min(due);
     }
 }
 
@@ -514,9 +479,39 @@ channels = ["email"]
         assert_eq!(triggers_sent(&mut s), ["journey.trigger.abandoned_cart"], "the pending trigger fires under the new key");
         s.advance(3 * HOUR);
         s.metrics.flush();
-        assert_eq!(metrics.funnels[0].dropped_at.iter().map(|c| c.get()).sum::<u64>(), 1, "the open funnel attempt expires");
+        assert_eq!(dropped(&metrics), 1, "the open funnel attempt expires");
         s.advance(11 * HOUR);
         assert_eq!(triggers_sent(&mut s), ["journey.trigger.reactivation"], "inactivity is armed again");
+    }
+
+    fn dropped(metrics: &Metrics) -> u64 {
+        metrics.funnels[0].dropped_at.iter().map(|c| c.get()).sum()
+    }
+
+    #[test]
+    fn a_customer_queues_one_timer_and_each_deadline_fires_at_its_own_time() {
+        let (mut s, metrics) = shard();
+        for ts in (0..10).map(|i| i * 1_000) {
+            s.apply_event(&event(&s, 1, "cart_add", ts));
+        }
+        assert_eq!(s.pending_timers(), 1, "one timer, at the earliest deadline, however many events moved them");
+        let steps: [(i64, &[&str], u64); 6] = [
+            (HOUR, &[], 0),
+            (HOUR + 9_001, &["journey.trigger.abandoned_cart"], 0), // due 1h after the last cart_add, fires past it
+            (2 * HOUR, &[], 0),
+            (2 * HOUR + 1, &[], 1), // the funnel attempt opened at 0 expires after its 2h window
+            (10 * HOUR + 8_999, &[], 1),
+            (10 * HOUR + 9_000, &["journey.trigger.reactivation"], 1), // 10h after the last event
+        ];
+        for (watermark, sent, drops) in steps {
+            s.advance(watermark);
+            s.metrics.flush();
+            assert_eq!((triggers_sent(&mut s), dropped(&metrics)), (sent.iter().map(|x| x.to_string()).collect(), drops), "at {watermark}");
+        }
+        assert_eq!(s.pending_timers(), 0, "nothing left to wait for");
+        s.apply_event(&event(&s, 1, "view", 11 * HOUR));
+        s.advance(21 * HOUR);
+        assert_eq!(triggers_sent(&mut s), ["journey.trigger.reactivation"], "an event arms inactivity again");
     }
 
     fn cancelled(metrics: &Metrics, trigger: usize) -> u64 {

@@ -1,33 +1,16 @@
 //! Timers of one shard, popped in due order. A customer has at most one
-//! queued timer per purpose (an inactivity duration, a funnel's expiry, its
-//! segment cell); a timer made stale by a later event is re-queued at its new
-//! due time when it surfaces, or skipped, never searched for.
+//! live timer queued (see `due.rs`); one made stale by a sooner one is
+//! skipped when it surfaces, never searched for.
 
 use crate::identity::CustomerKey;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// What a timer is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TimerKind {
-    /// `after_inactivity`: index into `Plan::inactivity`.
-    Inactivity(u8),
-    /// A funnel attempt's window: index into `Plan::funnels`.
-    FunnelExpiry(u16),
-    /// The customer's segment cell may change (an event leaves the window).
-    Segment,
-    /// A trigger waiting out its `within`: index into `Plan::triggers`.
-    TriggerDue(u16),
-    /// An `after_inactivity` trigger.
-    TriggerInactivity(u16),
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timer {
     pub due: i64,
     pub key: CustomerKey,
-    pub kind: TimerKind,
 }
 
 /// Timers are kept in buckets of this much event time; only bucket indices
@@ -37,9 +20,17 @@ pub struct Timer {
 /// half a million one-timer allocations (replay 1.27M events: 2.8 s → 2.1 s).
 const BUCKET_MS: i64 = 3_600_000;
 
+/// A timer in its bucket: due time as milliseconds into the bucket, and its
+/// customer (8 bytes, half a [`Timer`]).
+#[derive(Clone, Copy)]
+struct Queued {
+    offset: u32,
+    key: CustomerKey,
+}
+
 #[derive(Default)]
 pub struct TimerQueue {
-    buckets: FxHashMap<i64, Vec<Timer>>,
+    buckets: FxHashMap<i64, Vec<Queued>>,
     order: BinaryHeap<Reverse<i64>>,
     /// The reached buckets' timers, sorted latest first (popped from the end).
     ready: Vec<Timer>,
@@ -60,13 +51,14 @@ impl TimerQueue {
             return;
         }
         let b = t.due.div_euclid(BUCKET_MS);
+        let queued = Queued { offset: t.due.rem_euclid(BUCKET_MS) as u32, key: t.key };
         self.buckets
             .entry(b)
             .or_insert_with(|| {
                 self.order.push(Reverse(b));
                 Vec::new()
             })
-            .push(t);
+            .push(queued);
     }
 
     /// The next timer due at or before `watermark`, in due order.
@@ -86,9 +78,11 @@ impl TimerQueue {
                 return None;
             }
             self.order.pop();
-            let mut timers = self.buckets.remove(&b).unwrap_or_default();
-            timers.sort_unstable_by(|x, y| y.cmp(x));
-            self.ready = timers;
+            let base = b.saturating_mul(BUCKET_MS);
+            let queued = self.buckets.remove(&b).unwrap_or_default();
+            self.ready.clear();
+            self.ready.extend(queued.iter().map(|q| Timer { due: base + i64::from(q.offset), key: q.key }));
+            self.ready.sort_unstable_by(|x, y| y.cmp(x));
             self.ready_until = b.saturating_add(1).saturating_mul(BUCKET_MS);
         }
     }
@@ -115,7 +109,7 @@ mod tests {
     use super::*;
 
     fn t(due: i64, key: u32) -> Timer {
-        Timer { due, key, kind: TimerKind::Segment }
+        Timer { due, key }
     }
 
     #[test]

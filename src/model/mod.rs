@@ -34,8 +34,12 @@ pub struct Plan {
     pub catalog: Catalog,
     pub models: Vec<Model>,
     pub counted: Vec<Counted>,
-    /// Distinct `after_inactivity` durations (ms); a timer names one by index.
+    /// Distinct `after_inactivity` durations (ms), each with a bit of a
+    /// customer's `armed` mask by index.
     pub inactivity: Vec<i64>,
+    /// Every inactivity bit of the `armed` mask: the durations' and the
+    /// inactivity triggers'.
+    pub inactivity_bits: u64,
     pub attribution: attribution::Attributor,
     pub funnels: Vec<funnel::Funnel>,
     pub segments: segment::Segments,
@@ -109,7 +113,8 @@ impl Plan {
         for (n, t) in triggers.iter_mut().filter(|t| t.inactivity().is_some()).enumerate() {
             t.armed_bit = 1u64.checked_shl(32 + n as u32).unwrap_or(0);
         }
-        Plan { config, catalog, models, counted, inactivity, attribution, funnels, segments, triggers }
+        let inactivity_bits = (0..inactivity.len()).fold(0, |m, i| m | 1u64 << i) | triggers.iter().fold(0, |m, t| m | t.armed_bit);
+        Plan { config, catalog, models, counted, inactivity, inactivity_bits, attribution, funnels, segments, triggers }
     }
 
     /// A new customer's journey: every model at its initial stage since `ts`.

@@ -1,0 +1,60 @@
+//! When a customer next needs the clock. A customer keeps one timer in its
+//! shard's queue, due at the earliest of its deadlines: an armed inactivity
+//! duration, an open funnel attempt's expiry, its segment cell's next change,
+//! a waiting trigger. Every change to a customer is followed by [`rewake`],
+//! so the queued timer is never later than any deadline; one that became
+//! stale (a sooner one was queued) is told apart by [`Customer::wake`].
+
+use super::customer::Customer;
+use super::timers::{Timer, TimerQueue};
+use crate::identity::CustomerKey;
+use crate::model::Plan;
+
+/// The earliest deadline of `c`, or `i64::MAX` when it has none.
+pub fn next_due(plan: &Plan, c: &Customer) -> i64 {
+    let mut due = c.segment_due;
+    for (i, d) in plan.inactivity.iter().enumerate() {
+        if c.armed & (1u64 << i) != 0 {
+            due = due.min(c.last_seen.saturating_add(*d));
+        }
+    }
+    for (funnel, s) in plan.funnels.iter().zip(&c.funnels) {
+        if s.reached > 0 {
+            due = due.min(funnel.expiry(s));
+        }
+    }
+    for (trigger, s) in plan.triggers.iter().zip(&c.triggers) {
+        if s.is_pending() {
+            due = due.min(trigger_due(s.pending_due));
+        }
+        if let Some(d) = trigger.inactivity() {
+            if c.armed & trigger.armed_bit != 0 {
+                due = due.min(c.last_seen.saturating_add(d));
+            }
+        }
+    }
+    due
+}
+
+/// Queues a timer for `c`'s earliest deadline, unless one at least as soon
+/// is queued already.
+pub fn rewake(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer) {
+    let due = next_due(plan, c);
+    if due < c.wake {
+        c.wake = due;
+        timers.push(Timer { due, key });
+    }
+}
+
+/// When a trigger waiting until `pending_due` fires: once the watermark has
+/// passed it, since an `unless` event at exactly `pending_due` (not late
+/// while the watermark is at `pending_due`) still cancels.
+pub fn trigger_due(pending_due: i64) -> i64 {
+    pending_due.saturating_add(1)
+}
+
+/// Arms every inactivity deadline (after an event: inactivity is measured
+/// from the customer's last event again).
+pub fn arm(plan: &Plan, c: &mut Customer) {
+    c.armed |= plan.inactivity_bits;
+}
