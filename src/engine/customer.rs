@@ -2,6 +2,7 @@
 //! in every model, activity counts, consent. `CustomerView` is its JSON face
 //! for the query API.
 
+use super::ids::Ids;
 use crate::catalog::{Catalog, ChannelId, IdTypeId, IdTypes, KindId};
 use crate::model::attribution::{PackedTouch, Touches};
 use crate::model::funnel::FunnelState;
@@ -23,19 +24,22 @@ pub struct Consent {
 
 /// Funnels and triggers a customer keeps inline (as [`crate::model::INLINE_MODELS`]).
 pub const INLINE_FUNNELS: usize = 2;
-pub const INLINE_TRIGGERS: usize = 4;
+pub const INLINE_TRIGGERS: usize = 3;
 
 #[derive(Clone, Debug)]
 pub struct Customer {
     /// Linked ids in the order they were first seen.
-    pub ids: SmallVec<[(IdTypeId, Box<str>); 2]>,
+    pub ids: Ids,
     pub journey: Journey,
     pub first_seen: i64,
     /// The latest event time applied (inactivity is measured from it).
     pub last_seen: i64,
     /// Events by channel and by kind.
     pub counts: Counts,
-    pub consent: Vec<Consent>,
+    /// Consent answers; boxed for a thin pointer (8 bytes in every customer
+    /// instead of a `Vec`'s 24) for a list most customers never fill.
+    #[allow(clippy::box_collection)]
+    pub consent: Option<Box<Vec<Consent>>>,
     /// Bit `i` set while inactivity duration `i` is yet to fire since the
     /// last event; bit `32 + j` while the `j`-th inactivity trigger is.
     pub armed: u64,
@@ -57,12 +61,12 @@ pub struct Customer {
 impl Customer {
     pub fn new(plan: &Plan, ts: i64) -> Customer {
         Customer {
-            ids: SmallVec::new(),
+            ids: Ids::default(),
             journey: plan.new_journey(ts),
             first_seen: ts,
             last_seen: ts,
             counts: Counts::default(),
-            consent: Vec::new(),
+            consent: None,
             armed: 0,
             wake: i64::MAX,
             touches: Touches::default(),
@@ -99,7 +103,7 @@ impl Customer {
             super::table::prefetch((t as *const PackedTouch).cast());
         }
         // The ONE_ID, for a transition's JSON.
-        super::table::prefetch(self.one_id().as_ptr());
+        super::table::prefetch(self.ids.block());
         self.counts.prefetch();
         if let Some(times) = self.segment.spilled() {
             prefetch_slice(times);
@@ -109,7 +113,7 @@ impl Customer {
     /// The ONE_ID: the value of the highest-priority id type (lowest type id),
     /// the earliest linked on a tie.
     pub fn one_id(&self) -> &str {
-        self.ids.iter().min_by_key(|(t, _)| *t).map_or("", |(_, v)| v)
+        self.ids.one_id()
     }
 
     pub fn count_activity(&mut self, channel: ChannelId, kind: KindId) {
@@ -118,11 +122,17 @@ impl Customer {
 
     /// Records a consent answer; the latest answer per purpose and channel wins.
     pub fn set_consent(&mut self, c: Consent) {
-        match self.consent.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
+        let log = self.consent.get_or_insert_default();
+        match log.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
             Some(e) if e.ts <= c.ts => *e = c,
             Some(_) => {}
-            None => self.consent.push(c),
+            None => log.push(c),
         }
+    }
+
+    /// The consent answers given.
+    pub fn consent(&self) -> &[Consent] {
+        self.consent.as_deref().map_or(&[], |v| v.as_slice())
     }
 
     /// Folds another customer's ids, times, counts, consent, touches and
@@ -136,16 +146,13 @@ impl Customer {
         if other.first_seen < self.first_seen {
             std::mem::swap(&mut self.ids, &mut other.ids);
         }
-        for id in other.ids.drain(..) {
-            if !self.ids.contains(&id) {
-                self.ids.push(id);
-            }
-        }
+        self.ids.absorb(&other.ids);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.counts.absorb(&other.counts);
-        for c in other.consent.drain(..) {
-            match self.consent.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
+        for c in other.consent.take().map(|b| *b).unwrap_or_default() {
+            let log = self.consent.get_or_insert_default();
+            match log.iter_mut().find(|e| e.purpose == c.purpose && e.channel == c.channel) {
                 // The refusal wins, with its own time (so that a later answer
                 // on a single channel still overrides a refusal on `*`).
                 Some(e) if e.granted != c.granted => {
@@ -154,7 +161,7 @@ impl Customer {
                     }
                 }
                 Some(e) => e.ts = e.ts.max(c.ts),
-                None => self.consent.push(c),
+                None => log.push(c),
             }
         }
     }
@@ -162,8 +169,8 @@ impl Customer {
     pub fn view(&self, plan: &Plan, types: &IdTypes) -> CustomerView {
         let cat: &Catalog = &plan.catalog;
         let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (t, v) in &self.ids {
-            ids.entry(types.name(*t).to_string()).or_default().push(v.to_string());
+        for (t, v) in self.ids.iter() {
+            ids.entry(types.name(t).to_string()).or_default().push(v.to_string());
         }
         let stages = plan
             .models
@@ -180,7 +187,7 @@ impl Customer {
             *by_kind.entry(cat.kind_name(k).to_string()).or_default() += n;
         }
         let consent = self
-            .consent
+            .consent()
             .iter()
             .map(|c| ConsentView {
                 purpose: c.purpose.to_string(),
@@ -343,8 +350,8 @@ mod tests {
         let mut b = Customer::new(&plan, 0);
         b.set_consent(answer(None, true, 30));
         a.absorb_profile(&plan, &mut b);
-        assert_eq!(a.consent, [answer(None, false, 10), answer(sms, true, 20)]);
+        assert_eq!(a.consent(), [answer(None, false, 10), answer(sms, true, 20)]);
         let sms = sms.expect("sms");
-        assert!(crate::trigger::consented(&a.consent, "marketing", sms), "sms was granted after the refusal on every channel");
+        assert!(crate::trigger::consented(a.consent(), "marketing", sms), "sms was granted after the refusal on every channel");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod customer;
 pub mod due;
+pub mod ids;
 pub mod ops;
 pub mod router;
 pub mod shard;

@@ -130,7 +130,7 @@ impl Shard {
             }
             self.metrics.move_segment(None, Some(c.cell));
         }
-        c.ids.extend(ev.new_ids.iter().cloned());
+        c.ids.extend(ev.new_ids.iter().map(|(t, v)| (*t, &**v)));
         let stage0 = c.journey.stages.first().map_or(0, |s| s.0);
         self.metrics.event(t.channel, t.kind, stage0);
         let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
@@ -213,7 +213,7 @@ impl Shard {
             // it: queue them again under the survivor's.
             other.wake = i64::MAX;
             other.segment_due = i64::MAX;
-            other.ids.extend(cause.new_ids.iter().cloned());
+            other.ids.extend(cause.new_ids.iter().map(|(t, v)| (*t, &**v)));
             due::arm(plan, &mut other);
             resegment(&self.metrics, plan, &mut other, cause.watermark);
             let c = self.customers.insert(into, other);
@@ -227,7 +227,7 @@ impl Shard {
         // merged ONE_ID and credit both sides' touches. The event's new ids
         // were linked last.
         c.absorb_profile(plan, &mut other);
-        c.ids.extend(cause.new_ids.iter().cloned());
+        c.ids.extend(cause.new_ids.iter().map(|(t, v)| (*t, &**v)));
         let touch = PackedTouch::new(cause.ts, cause.channel);
         let origin = Origin { ts: cause.ts, event_id: Some(&cause.event_id), channel: cause.channel, cause: Cause::Merge };
         for m in merged {
@@ -272,7 +272,7 @@ impl Shard {
         }
         self.metrics.move_segment(Some(c.cell), None);
         let view = c.view(&self.plan, &self.id_types);
-        Some((view, c.ids.into_vec()))
+        Some((view, c.ids.to_vec()))
     }
 }
 
@@ -381,7 +381,7 @@ impl Output {
     #[allow(clippy::too_many_arguments)]
     fn trigger(&mut self, metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, ti: usize, from: i64, at: i64, reason: &str) {
         let trigger = &plan.triggers[ti];
-        match trigger.decide(&mut c.triggers[ti], &c.consent, at) {
+        match trigger.decide(&mut c.triggers[ti], c.consent.as_deref().map_or(&[], |v| v.as_slice()), at) {
             Decision::Send(channel) => {
                 metrics.trigger_sent(ti, channel);
                 if !self.emit || self.muted {
