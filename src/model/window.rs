@@ -15,6 +15,12 @@ impl CountWindow {
     }
 
     pub fn record(&mut self, ts: i64) {
+        // Grown one time at a time: pruning keeps a window at the rule's
+        // count (and the few times past the watermark), so a doubled
+        // capacity would mostly stay empty, in every customer.
+        if self.times.len() == self.times.capacity() {
+            self.times.reserve_exact(1);
+        }
         let at = self.times.partition_point(|&t| t <= ts);
         self.times.insert(at, ts);
     }
