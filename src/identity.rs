@@ -10,8 +10,10 @@
 //! refused and links nothing.
 
 use crate::catalog::{IdTypeId, IdTypes, MAX_ID_TYPES};
+use crate::chunked::ChunkedVec;
 use crate::config::IdentityConfig;
 use crate::event::{RejectReason, Rejection};
+use crate::split::SplitMap;
 use rustc_hash::{FxHashMap, FxHasher};
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -54,11 +56,12 @@ pub struct Resolved {
 }
 
 pub struct Resolver {
-    index: FxHashMap<u64, CustomerKey>,
-    parent: Vec<u32>,
-    size: Vec<u32>,
+    /// Split, so that growing it never stops the router for long.
+    index: SplitMap<CustomerKey>,
+    parent: ChunkedVec<u32>,
+    size: ChunkedVec<u32>,
     /// Per customer, per limited type: how many ids of that type the group has.
-    limited: Vec<u8>,
+    limited: ChunkedVec<u8>,
     limits: Vec<(IdTypeId, u32)>,
     max_group: u32,
     types: IdTypes,
@@ -70,10 +73,10 @@ impl Resolver {
     pub fn new(cfg: &IdentityConfig, types: IdTypes) -> Resolver {
         let limits = cfg.max_ids_per_type.iter().filter_map(|(t, n)| types.intern(t).map(|id| (id, (*n).min(255)))).collect();
         Resolver {
-            index: FxHashMap::default(),
-            parent: Vec::new(),
-            size: Vec::new(),
-            limited: Vec::new(),
+            index: SplitMap::default(),
+            parent: ChunkedVec::default(),
+            size: ChunkedVec::default(),
+            limited: ChunkedVec::default(),
             limits,
             max_group: cfg.max_group_size,
             types,
@@ -196,7 +199,8 @@ impl Resolver {
                     .ok_or_else(|| Rejection::new(RejectReason::GroupLimit, "customer key space exhausted"))?;
                 self.parent.push(k);
                 self.size.push(0);
-                self.limited.extend(std::iter::repeat_n(0, self.limits.len()));
+                let limited = self.limited.len() + self.limits.len();
+                self.limited.grow_to(limited, 0);
                 self.live += 1;
                 k
             }
@@ -260,7 +264,7 @@ impl Resolver {
 
     /// Approximate bytes held by the index, for the memory benchmark.
     pub fn heap_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1) + self.parent.capacity() * 4 + self.size.capacity() * 4 + self.limited.capacity()
+        self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1) + self.parent.heap_bytes() + self.size.heap_bytes() + self.limited.heap_bytes()
     }
 }
 

@@ -22,6 +22,7 @@
 pub mod allocator;
 pub mod api;
 pub mod catalog;
+pub mod chunked;
 pub mod config;
 pub mod demo;
 pub mod emit;
@@ -34,6 +35,7 @@ pub mod model;
 pub mod replay;
 pub mod requests;
 pub mod sim;
+pub mod split;
 pub mod stats;
 pub mod trigger;
 

@@ -2,14 +2,15 @@
 //! in front of a slab of customers stored in fixed-size chunks.
 //!
 //! Customer keys are small dense integers handed out by the identity
-//! resolver, so the index is a plain vector: finding a customer is two loads
-//! at addresses computable in advance, which lets the worker prefetch the
-//! customers of the events a few places ahead in its batch. Chunks never move
-//! once allocated, so growing the table copies no customer (a hash map would
-//! rehash every entry on growth, a stall of milliseconds at a million
-//! customers), and freed slots are reused.
+//! resolver, so the index is a plain (chunked) vector: finding a customer is
+//! a few loads at addresses computable in advance, which lets the worker
+//! prefetch the customers of the events a few places ahead in its batch.
+//! Chunks never move once allocated, so growing the index or the table copies
+//! nothing (a hash map would rehash every entry on growth, a stall of
+//! milliseconds at a million customers), and freed slots are reused.
 
 use super::customer::Customer;
+use crate::chunked::ChunkedVec;
 use crate::identity::CustomerKey;
 
 /// The distance, in events, between the levels of the prefetch pipeline.
@@ -22,7 +23,7 @@ const EMPTY: u32 = u32::MAX;
 #[derive(Default)]
 pub struct CustomerTable {
     /// Slot of each key, `EMPTY` when absent.
-    index: Vec<u32>,
+    index: ChunkedVec<u32>,
     chunks: Vec<Vec<Option<Customer>>>,
     /// Slots freed by removals, reused first.
     free: Vec<u32>,
@@ -74,9 +75,7 @@ impl CustomerTable {
             None => {
                 let s = self.free.pop().map_or_else(|| self.grow(), |s| s as usize);
                 let k = key as usize;
-                if k >= self.index.len() {
-                    self.index.resize((k + 1).next_power_of_two(), EMPTY);
-                }
+                self.index.grow_to(k + 1, EMPTY);
                 self.index[k] = s as u32;
                 self.len += 1;
                 s
