@@ -13,20 +13,21 @@
 
 use crate::child::{self, Task};
 use crate::machine::{peak_rss_bytes, rss_bytes};
-use crate::report::{bytes, rate, Report};
+use crate::report::{bytes, micros, rate, Report};
 use crate::workload::available_bytes;
 use crate::workload::Workload;
 use journeyd::allocator::{THP_CONF, THP_ENV};
 use journeyd::engine::customer::Customer;
 use journeyd::engine::shard::Shard;
 use journeyd::identity::Resolver;
+use journeyd::ingest::dedup::Dedup;
 use journeyd::metrics::local::ShardMetrics;
 use journeyd::metrics::Metrics;
 use journeyd::model::Plan;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const START_MS: i64 = 1_700_000_000_000;
 
@@ -49,6 +50,12 @@ pub struct ResolverMemory {
     aliases: u64,
     heap_bytes: u64,
     rss_growth: u64,
+    /// The longest single `resolve` (its index growing as customers arrive).
+    longest_resolve_ns: u64,
+    /// The longest single dedup insert over `dedup_ids` new ids (its table
+    /// growing to twice the default window, and a generation dropped).
+    longest_dedup_ns: u64,
+    dedup_ids: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,14 +116,37 @@ pub fn resolver(customers: u32) -> ResolverMemory {
     let w = Workload::new(&plan, customers, 1, START_MS);
     let before = rss_bytes();
     let mut r = Resolver::new(&plan.config.identity, plan.catalog.id_types.clone());
+    let mut longest_resolve = Duration::ZERO;
     for c in 0..customers {
         let ids = [(Cow::Borrowed("user_id"), Cow::Owned(w.user_id(c))), (Cow::Borrowed("anonymous_id"), Cow::Owned(w.device_id(c)))];
+        let start = Instant::now();
         if let Err(e) = r.resolve(&ids) {
             panic!("resolving customer {c}: {}", e.detail);
         }
+        longest_resolve = longest_resolve.max(start.elapsed());
     }
     let rss_growth = rss_bytes().saturating_sub(before);
-    ResolverMemory { customers: r.customers(), aliases: r.aliases() as u64, heap_bytes: r.heap_bytes() as u64, rss_growth }
+    let window = journeyd::config::LimitsConfig::default().dedup_window;
+    let dedup_ids = 2 * window + window / 10;
+    let mut dedup = Dedup::new(window);
+    let mut longest_dedup = Duration::ZERO;
+    for i in 0..dedup_ids {
+        let key = Dedup::key(&format!("evt-{i}"));
+        let start = Instant::now();
+        if !dedup.contains(key) {
+            dedup.insert(key);
+        }
+        longest_dedup = longest_dedup.max(start.elapsed());
+    }
+    ResolverMemory {
+        customers: r.customers(),
+        aliases: r.aliases() as u64,
+        heap_bytes: r.heap_bytes() as u64,
+        rss_growth,
+        longest_resolve_ns: longest_resolve.as_nanos() as u64,
+        longest_dedup_ns: longest_dedup.as_nanos() as u64,
+        dedup_ids: dedup_ids as u64,
+    }
 }
 
 /// Child: one shard on one thread, warmed with a sweep and one more event per
@@ -197,6 +227,11 @@ pub fn run(customers: u32, huge: Option<u32>, events_per_customer: u32, report: 
         ),
     );
     report.info("memory", "shards + resolver per customer", format!("{:.0} B", per_customer(&s, &r)));
+    report.info(
+        "latency",
+        format!("router: longest single id resolve as {} customers arrive / dedup insert over {} event ids", r.customers, r.dedup_ids),
+        format!("{} / {} (growing tables, dropping a dedup generation)", micros(r.longest_resolve_ns as f64), micros(r.longest_dedup_ns as f64)),
+    );
     let ten_million = per_customer(&s, &r) * 1e7;
     let what = if n >= 10_000_000 { "10M customers: resident (measured)".to_string() } else { format!("10M customers: resident (projected from {n})") };
     report.at_most("memory", what, bytes(ten_million), (ten_million, 8.0 * (1u64 << 30) as f64), "≤ 8 GiB", bytes);
