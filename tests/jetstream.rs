@@ -269,7 +269,9 @@ fn binary_run(nats: &NatsServer) -> (tempfile::TempDir, String, [String; 3]) {
 /// (the ack floor is behind what was applied) still rebuilds every customer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untaken_events_of_a_stopped_run_are_applied_in_order_and_survive_a_quick_second_restart() {
-    const N: usize = 10_000;
+    // Enough that the first run is stopped with events still on their way
+    // (with 10k, a fast run sometimes had taken them all).
+    const N: usize = 40_000;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
     create_stream(&js).await;
