@@ -1,5 +1,5 @@
-//! A hash map from 64-bit hashes, split into [`PARTS`] tables by the key's
-//! top byte. Each part grows on its own, so the insert that grows one
+//! A hash map from 64-bit hashes, split into [`PARTS`] tables by a byte of
+//! the key. Each part grows on its own, so the insert that grows one
 //! rehashes 1/256 of the entries: a table of a million ids grows in steps
 //! of ~20 µs instead of one stop of ~20 ms that every event behind it waits
 //! for (10M ids: ~200 ms).
@@ -8,10 +8,13 @@ use rustc_hash::FxHashMap;
 
 pub const PARTS: usize = 256;
 
-/// The part of a key (its top byte; keys are hashes, spread over all bits).
+/// The part of a key (keys are hashes, spread over all bits). Bits 40–47:
+/// where a key is itself a table's hash, hashbrown takes the bucket from
+/// the low bits and the 7-bit tag from the top ones, so parts by either
+/// would cluster the buckets or give every entry of a part the same tag.
 #[inline]
 pub fn part_of(key: u64) -> usize {
-    (key >> 56) as usize
+    ((key >> 40) & 0xff) as usize
 }
 
 pub struct SplitMap<V> {
@@ -71,6 +74,17 @@ mod tests {
         assert_eq!(m.remove(&keys[8]), Some(8));
         assert_eq!((m.get(&keys[8]), m.len()), (None, keys.len() - 1));
         assert!(m.capacity() >= m.len() && !m.is_empty());
+    }
+
+    #[test]
+    fn keys_of_one_part_still_differ_in_a_tables_tag_and_bucket_bits() {
+        let keys = (0..100_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).filter(|k| part_of(*k) == 3);
+        let (mut tags, mut buckets) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for k in keys {
+            tags.insert(k >> 57);
+            buckets.insert(k & 0xff);
+        }
+        assert!(tags.len() > 64 && buckets.len() > 128, "{} tags, {} low bytes", tags.len(), buckets.len());
     }
 
     #[test]
