@@ -22,6 +22,12 @@ pub struct Consent {
     pub ts: i64,
 }
 
+/// The answers in a customer's consent field (for a caller that holds
+/// another of its fields mutably, where [`Customer::consent`] cannot be called).
+pub fn answers(consent: &Option<Box<Vec<Consent>>>) -> &[Consent] {
+    consent.as_deref().map_or(&[], |v| v.as_slice())
+}
+
 /// Funnels and triggers a customer keeps inline (as [`crate::model::INLINE_MODELS`]).
 pub const INLINE_FUNNELS: usize = 2;
 pub const INLINE_TRIGGERS: usize = 3;
@@ -132,7 +138,7 @@ impl Customer {
 
     /// The consent answers given.
     pub fn consent(&self) -> &[Consent] {
-        self.consent.as_deref().map_or(&[], |v| v.as_slice())
+        answers(&self.consent)
     }
 
     /// Folds another customer's ids, times, counts, consent, touches and

@@ -14,8 +14,8 @@ use crate::model::Plan;
 pub fn next_due(plan: &Plan, c: &Customer) -> i64 {
     let mut due = c.segment_due;
     for (i, d) in plan.inactivity.iter().enumerate() {
-        if c.armed & (1u64 << i) != 0 {
-            due = due.min(c.last_seen.saturating_add(*d));
+        if let Some(at) = inactive_at(c, 1u64 << i, *d) {
+            due = due.min(at);
         }
     }
     for (funnel, s) in plan.funnels.iter().zip(&c.funnels) {
@@ -27,13 +27,17 @@ pub fn next_due(plan: &Plan, c: &Customer) -> i64 {
         if s.is_pending() {
             due = due.min(trigger_due(s.pending_due));
         }
-        if let Some(d) = trigger.inactivity() {
-            if c.armed & trigger.armed_bit != 0 {
-                due = due.min(c.last_seen.saturating_add(d));
-            }
+        if let Some(at) = trigger.inactivity().and_then(|d| inactive_at(c, trigger.armed_bit, d)) {
+            due = due.min(at);
         }
     }
     due
+}
+
+/// When the inactivity deadline of `armed` bit `bit` (duration `d`) falls,
+/// if it is armed: `d` after the customer's last event.
+pub fn inactive_at(c: &Customer, bit: u64, d: i64) -> Option<i64> {
+    (c.armed & bit != 0).then(|| c.last_seen.saturating_add(d))
 }
 
 /// Queues a timer for `c`'s earliest deadline, unless one at least as soon

@@ -41,6 +41,13 @@ impl Ids {
         self.0 = bytes.into_boxed_slice();
     }
 
+    /// Links an event's new ids (nothing to do for most events).
+    pub fn link(&mut self, new_ids: &[(IdTypeId, Box<str>)]) {
+        if !new_ids.is_empty() {
+            self.extend(new_ids.iter().map(|(t, v)| (*t, &**v)));
+        }
+    }
+
     /// Appends the ids of `other` that this list lacks, in their order.
     pub fn absorb(&mut self, other: &Ids) {
         let new: Vec<(IdTypeId, &str)> = other.iter().filter(|(t, v)| !self.contains(*t, v)).collect();

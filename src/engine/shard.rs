@@ -6,8 +6,8 @@
 //! models step (`Plan::on_event`), each transition credited to the touches
 //! that led to it; funnels advance; the segment cell is recomputed.
 
-use super::customer::{Consent, Customer, CustomerView, Forgotten};
-use super::due::{self, rewake, trigger_due};
+use super::customer::{answers, Consent, Customer, CustomerView, Forgotten};
+use super::due::{self, inactive_at, rewake, trigger_due};
 use super::ops::{EventOp, MergeCause};
 use super::table::CustomerTable;
 use super::timers::TimerQueue;
@@ -130,7 +130,7 @@ impl Shard {
             }
             self.metrics.move_segment(None, Some(c.cell));
         }
-        c.ids.extend(ev.new_ids.iter().map(|(t, v)| (*t, &**v)));
+        c.ids.link(&ev.new_ids);
         let stage0 = c.journey.stages.first().map_or(0, |s| s.0);
         self.metrics.event(t.channel, t.kind, stage0);
         let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
@@ -213,7 +213,7 @@ impl Shard {
             // it: queue them again under the survivor's.
             other.wake = i64::MAX;
             other.segment_due = i64::MAX;
-            other.ids.extend(cause.new_ids.iter().map(|(t, v)| (*t, &**v)));
+            other.ids.link(&cause.new_ids);
             due::arm(plan, &mut other);
             resegment(&self.metrics, plan, &mut other, cause.watermark);
             let c = self.customers.insert(into, other);
@@ -227,7 +227,7 @@ impl Shard {
         // merged ONE_ID and credit both sides' touches. The event's new ids
         // were linked last.
         c.absorb_profile(plan, &mut other);
-        c.ids.extend(cause.new_ids.iter().map(|(t, v)| (*t, &**v)));
+        c.ids.link(&cause.new_ids);
         let touch = PackedTouch::new(cause.ts, cause.channel);
         let origin = Origin { ts: cause.ts, event_id: Some(&cause.event_id), channel: cause.channel, cause: Cause::Merge };
         for m in merged {
@@ -283,10 +283,7 @@ impl Shard {
 fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut Customer, due: i64, watermark: i64) {
     for (which, d) in plan.inactivity.iter().enumerate() {
         let bit = 1u64 << which;
-        let at = c.last_seen.saturating_add(*d);
-        if c.armed & bit == 0 || at > due {
-            continue;
-        }
+        let Some(at) = inactive_at(c, bit, *d).filter(|at| *at <= due) else { continue };
         c.armed &= !bit;
         let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
         plan.on_timer(&mut c.journey, which, at, |f| fired.push(f));
@@ -314,11 +311,7 @@ fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut C
         }
     }
     for (ti, trigger) in plan.triggers.iter().enumerate() {
-        let Some(d) = trigger.inactivity() else { continue };
-        let at = c.last_seen.saturating_add(d);
-        if c.armed & trigger.armed_bit == 0 || at > due {
-            continue;
-        }
+        let Some(at) = trigger.inactivity().and_then(|d| inactive_at(c, trigger.armed_bit, d)).filter(|at| *at <= due) else { continue };
         c.armed &= !trigger.armed_bit;
         let from = c.last_seen;
         out.trigger(metrics, plan, c, ti, from, at, "inactivity");
@@ -381,7 +374,7 @@ impl Output {
     #[allow(clippy::too_many_arguments)]
     fn trigger(&mut self, metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, ti: usize, from: i64, at: i64, reason: &str) {
         let trigger = &plan.triggers[ti];
-        match trigger.decide(&mut c.triggers[ti], c.consent.as_deref().map_or(&[], |v| v.as_slice()), at) {
+        match trigger.decide(&mut c.triggers[ti], answers(&c.consent), at) {
             Decision::Send(channel) => {
                 metrics.trigger_sent(ti, channel);
                 if !self.emit || self.muted {
