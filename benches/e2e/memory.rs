@@ -19,6 +19,7 @@ use crate::workload::Workload;
 use journeyd::allocator::{THP_CONF, THP_ENV};
 use journeyd::engine::customer::Customer;
 use journeyd::engine::shard::Shard;
+use journeyd::engine::timers::{Timer, TimerQueue};
 use journeyd::identity::Resolver;
 use journeyd::ingest::dedup::Dedup;
 use journeyd::metrics::local::ShardMetrics;
@@ -232,6 +233,12 @@ pub fn run(customers: u32, huge: Option<u32>, events_per_customer: u32, report: 
         format!("router: longest single id resolve as {} customers arrive / dedup insert over {} event ids", r.customers, r.dedup_ids),
         format!("{} / {} (growing tables, dropping a dedup generation)", micros(r.longest_resolve_ns as f64), micros(r.longest_dedup_ns as f64)),
     );
+    let (longest_step, sort_all) = timer_steps(n as u32);
+    report.info(
+        "latency",
+        format!("shard: longest watermark step (100 ms of event time) while {n} timers due within one hour fire"),
+        format!("{} (one sort of them all: {})", micros(longest_step.as_nanos() as f64), micros(sort_all.as_nanos() as f64)),
+    );
     let ten_million = per_customer(&s, &r) * 1e7;
     let what = if n >= 10_000_000 { "10M customers: resident (measured)".to_string() } else { format!("10M customers: resident (projected from {n})") };
     report.at_most("memory", what, bytes(ten_million), (ten_million, 8.0 * (1u64 << 30) as f64), "≤ 8 GiB", bytes);
@@ -255,6 +262,31 @@ fn measure(customers: u32, events_per_customer: u32) -> anyhow::Result<(ShardMem
         r.heap_bytes / r.aliases.max(1)
     );
     Ok((s, r))
+}
+
+/// The longest step of a shard's timer queue while `n` timers due within one
+/// hour are reached and popped, the watermark moving 100 ms per step; and
+/// the time one sort of all of them takes, for comparison.
+fn timer_steps(n: u32) -> (Duration, Duration) {
+    const HOUR: i64 = 3_600_000;
+    let base = START_MS.div_euclid(HOUR) * HOUR;
+    let mut timers: Vec<Timer> = (0..n).map(|k| Timer { due: base + HOUR + (i64::from(k) * 2_654_435_761).rem_euclid(HOUR), key: k }).collect();
+    let mut q = TimerQueue::default();
+    q.push(Timer { due: base, key: n });
+    timers.iter().for_each(|t| q.push(*t));
+    let mut longest = Duration::ZERO;
+    let mut popped = 0;
+    for watermark in (base..=base + 2 * HOUR).step_by(100) {
+        let start = Instant::now();
+        while q.pop_due(watermark).is_some() {
+            popped += 1;
+        }
+        longest = longest.max(start.elapsed());
+    }
+    assert_eq!(popped, n + 1, "every timer fires");
+    let start = Instant::now();
+    timers.sort_unstable();
+    (longest, start.elapsed())
 }
 
 /// Resident bytes per customer: shard state plus the identity index.
