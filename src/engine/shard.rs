@@ -128,7 +128,7 @@ impl Shard {
             for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
                 self.metrics.move_customer(mi, None, Some(*s));
             }
-            self.metrics.move_segment(None, Some(c.cell));
+            self.metrics.move_segment(None, Some(c.segment.cell));
         }
         c.ids.link(&ev.new_ids);
         let stage0 = c.journey.stages.first().map_or(0, |s| s.0);
@@ -254,7 +254,7 @@ impl Shard {
                 OnEvent::Scheduled { .. } | OnEvent::Nothing | OnEvent::DueNow => {}
             }
         }
-        self.metrics.move_segment(Some(other.cell), None);
+        self.metrics.move_segment(Some(other.segment.cell), None);
         resegment(&self.metrics, plan, c, cause.watermark);
         due::arm(plan, c);
         rewake(&mut self.timers, plan, into, c);
@@ -270,7 +270,7 @@ impl Shard {
         for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
             self.metrics.move_customer(mi, Some(*s), None);
         }
-        self.metrics.move_segment(Some(c.cell), None);
+        self.metrics.move_segment(Some(c.segment.cell), None);
         let view = c.view(&self.plan, &self.id_types);
         Some((view, c.ids.to_vec()))
     }
@@ -322,8 +322,8 @@ fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut C
 /// may next change (an event leaves its window), unless that is sooner.
 fn resegment(metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, watermark: i64) {
     let cell = plan.segments.cell(&c.segment, watermark);
-    metrics.move_segment(Some(c.cell), Some(cell));
-    c.cell = cell;
+    metrics.move_segment(Some(c.segment.cell), Some(cell));
+    c.segment.cell = cell;
     if let Some(due) = plan.segments.next_change(&c.segment, watermark) {
         c.segment_due = c.segment_due.min(due);
     }

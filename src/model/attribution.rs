@@ -65,64 +65,81 @@ impl PackedTouch {
 /// the end, over the oldest; one that arrived late (within the allowed
 /// lateness) is put in its place by time, and one older than every touch
 /// kept is not kept.
+///
+/// The block is a boxed slice with the length beside it (24 bytes in the
+/// customer, where a `Vec` and the head took 32), grown by doubling up to N.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Touches {
-    ring: Vec<PackedTouch>,
+    /// The touches in `..len`; the rest is room to grow into.
+    ring: Box<[PackedTouch]>,
+    len: u16,
     /// Index of the oldest touch once the ring is full.
     head: u16,
 }
 
 impl Touches {
+    fn kept(&self) -> &[PackedTouch] {
+        &self.ring[..self.len as usize]
+    }
+
     /// Where the next touch is written, when the ring is full (for a
     /// prefetch: an event writes one touch; only a transition reads them all).
     pub fn next_slot(&self) -> Option<&PackedTouch> {
-        self.ring.get(self.head as usize)
+        self.kept().get(self.head as usize)
     }
 
     pub fn push(&mut self, t: PackedTouch, max: usize) {
-        let (n, head) = (self.ring.len(), self.head as usize);
-        let newest = self.ring.get(if head == 0 { n.wrapping_sub(1) } else { head - 1 }).map_or(i64::MIN, |x| x.ts());
+        let max = max.min(u16::MAX as usize);
+        let (n, head) = (self.len as usize, self.head as usize);
+        let newest = self.kept().get(if head == 0 { n.wrapping_sub(1) } else { head - 1 }).map_or(i64::MIN, |x| x.ts());
         if n < max {
-            if t.ts() >= newest {
-                self.ring.push(t);
-            } else {
-                let at = self.ring.partition_point(|x| x.ts() <= t.ts());
-                self.ring.insert(at, t);
+            let at = if t.ts() >= newest { n } else { self.kept().partition_point(|x| x.ts() <= t.ts()) };
+            if n == self.ring.len() {
+                let mut grown = Vec::with_capacity((2 * n).max(4).min(max));
+                grown.extend_from_slice(&self.ring);
+                grown.resize(grown.capacity(), PackedTouch(0));
+                self.ring = grown.into_boxed_slice();
             }
+            self.ring.copy_within(at..n, at + 1);
+            self.ring[at] = t;
+            self.len += 1;
         } else if n > 0 {
+            let ring = &mut self.ring[..n];
             if t.ts() >= newest {
-                self.ring[head] = t;
+                ring[head] = t;
                 self.head = if head + 1 == n { 0 } else { head as u16 + 1 };
-            } else if t.ts() >= self.ring[head].ts() {
-                self.ring.rotate_left(head);
+            } else if t.ts() >= ring[head].ts() {
+                // Oldest first from 0, then the oldest makes room for `t`.
+                ring.rotate_left(head);
                 self.head = 0;
-                self.ring.remove(0);
-                let at = self.ring.partition_point(|x| x.ts() <= t.ts());
-                self.ring.insert(at, t);
+                let at = ring[1..].partition_point(|x| x.ts() <= t.ts());
+                ring.copy_within(1..1 + at, 0);
+                ring[at] = t;
             }
         }
     }
 
     /// Touches oldest first.
     pub fn iter(&self) -> impl Iterator<Item = PackedTouch> + '_ {
-        let (a, b) = self.ring.split_at(self.head as usize);
+        let (a, b) = self.kept().split_at(self.head as usize);
         b.iter().chain(a.iter()).copied()
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.len as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.len == 0
     }
 
     /// Both customers' touches, the latest `max` by time kept (a merge).
     pub fn merge(&mut self, other: &Touches, max: usize) {
         let mut all: Vec<PackedTouch> = self.iter().chain(other.iter()).collect();
         all.sort_by_key(|t| t.ts());
-        let skip = all.len().saturating_sub(max);
-        self.ring = all.split_off(skip);
+        let skip = all.len().saturating_sub(max.min(u16::MAX as usize));
+        self.ring = all.split_off(skip).into_boxed_slice();
+        self.len = self.ring.len() as u16;
         self.head = 0;
     }
 }

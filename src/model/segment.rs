@@ -31,6 +31,9 @@ pub struct Activity {
     times: SmallVec<[i64; INLINE_ACTIVITY]>,
     /// How many of `times` are purchases.
     purchases: u32,
+    /// The cell these times gave when last computed (in here rather than in
+    /// the customer, to share this struct's padding).
+    pub cell: Cell,
 }
 
 impl Activity {
