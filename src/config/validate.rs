@@ -11,6 +11,8 @@ pub const ATTRIBUTION_MODELS: &[&str] = &["first_touch", "last_touch", "linear",
 
 /// Most stages a model may have (stage sets are 64-bit masks).
 pub const MAX_STAGES: usize = 64;
+/// Channels, and event kinds, a config may name (each gets a 15-bit id).
+pub const MAX_NAMED: usize = 32_000;
 
 struct Findings(Vec<Diagnostic>);
 
@@ -88,6 +90,13 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     }
     if c.triggers.iter().filter(|t| t.after_inactivity.is_some()).count() > 32 {
         f.error("trigger", "at most 32 triggers with `after_inactivity`");
+    }
+    let cat = crate::catalog::Catalog::new(c);
+    if cat.channel_count() > MAX_NAMED {
+        f.error("channels", format!("at most {MAX_NAMED} channels"));
+    }
+    if cat.kind_count() > MAX_NAMED {
+        f.error("kinds", format!("at most {MAX_NAMED} distinct event kinds named in the config"));
     }
     f.0
 }
@@ -402,6 +411,15 @@ mod tests {
         assert!(e[0].contains("unknown field `withn`"), "{e:?}");
         let e = errors(&MODEL.replace("kind = \"x\"", "kind = 3").replace("\"zz\"", "\"c\""));
         assert!(e[0].contains("expected a name or a list of names"), "{e:?}");
+    }
+
+    #[test]
+    fn a_config_naming_more_kinds_than_ids_can_hold_is_refused() {
+        let kinds: Vec<String> = (0..=super::MAX_NAMED).map(|i| format!("\"k{i}\"")).collect();
+        let e = errors(&format!("kinds = [{}]\n", kinds.join(", ")));
+        assert_eq!(e.len(), 1, "{:?}", &e[..e.len().min(3)]);
+        assert!(e[0].contains("error: kinds: at most 32000 distinct event kinds"), "{e:?}");
+        assert!(errors(&format!("kinds = [{}]\n", kinds[..1000].join(", "))).is_empty());
     }
 
     #[test]

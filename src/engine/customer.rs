@@ -32,9 +32,9 @@ pub fn answers(consent: &Option<Box<Vec<Consent>>>) -> &[Consent] {
 pub const INLINE_FUNNELS: usize = 2;
 pub const INLINE_TRIGGERS: usize = 3;
 
-/// A customer's state. Its slot in the shard's table is eight cache lines,
-/// aligned to them: an event loads eight lines, where an unaligned slot of
-/// the same size straddles nine.
+/// A customer's state. Its slot in the shard's table is seven cache lines,
+/// aligned to them: an event loads seven lines, where an unaligned slot of
+/// the same size straddles eight.
 #[derive(Clone, Debug)]
 #[repr(align(64))]
 pub struct Customer {
@@ -184,7 +184,7 @@ impl Customer {
             .models
             .iter()
             .zip(self.journey.stages.iter())
-            .map(|(m, (s, since))| (m.name.clone(), StageView { stage: m.stage_name(*s).to_string(), since: *since }))
+            .map(|(m, s)| (m.name.clone(), StageView { stage: m.stage_name(s.stage).to_string(), since: s.since.get() }))
             .collect();
         let mut by_channel = BTreeMap::new();
         for (c, n) in self.counts.channels() {
@@ -217,61 +217,55 @@ impl Customer {
 }
 
 /// A customer's events by channel and by kind, for the query API. Kept as
-/// two short lists rather than one per (channel, kind) pair: a customer on
-/// three channels with eight kinds needs 11 entries instead of 24. Both live
-/// in the customer's slot for up to [`INLINE_CHANNELS`] channels and
-/// [`INLINE_KINDS`] kinds. A count is 16 bits: one that is full gets a
-/// second entry for the same id, and readers add up an id's entries, so no
-/// event goes uncounted.
+/// one short list of `(id, count)` entries, kinds tagged with [`KIND_TAG`],
+/// rather than one entry per (channel, kind) pair: a customer on three
+/// channels with eight kinds needs 11 entries instead of 24, and up to
+/// [`INLINE_COUNTS`] live in the customer's slot. A count is 16 bits: one
+/// that is full gets a second entry for the same id, and readers add up an
+/// id's entries, so no event goes uncounted.
 #[derive(Clone, Debug, Default)]
 pub struct Counts {
-    by_channel: SmallVec<[(ChannelId, u16); INLINE_CHANNELS]>,
-    by_kind: SmallVec<[(KindId, u16); INLINE_KINDS]>,
+    entries: SmallVec<[(u16, u16); INLINE_COUNTS]>,
 }
 
-pub const INLINE_CHANNELS: usize = 4;
-pub const INLINE_KINDS: usize = 8;
+pub const INLINE_COUNTS: usize = 12;
+/// Marks a kind's entry. Channel and kind ids stay below it: a config names
+/// at most [`crate::config::validate::MAX_NAMED`] of each.
+const KIND_TAG: u16 = 0x8000;
 
 impl Counts {
     pub fn add(&mut self, channel: ChannelId, kind: KindId) {
-        bump(&mut self.by_channel, channel, 1);
-        bump(&mut self.by_kind, kind, 1);
+        bump(&mut self.entries, channel, 1);
+        bump(&mut self.entries, kind | KIND_TAG, 1);
     }
 
     /// Adds another customer's counts (a merge).
     pub fn absorb(&mut self, other: &Counts) {
-        for &(c, n) in &other.by_channel {
-            bump(&mut self.by_channel, c, u64::from(n));
-        }
-        for &(k, n) in &other.by_kind {
-            bump(&mut self.by_kind, k, u64::from(n));
+        for &(id, n) in &other.entries {
+            bump(&mut self.entries, id, u64::from(n));
         }
     }
 
-    /// Starts loading the lists that left the slot.
+    /// Starts loading the list if it left the slot.
     pub fn prefetch(&self) {
-        use super::table::prefetch_slice;
-        if self.by_channel.spilled() {
-            prefetch_slice(&self.by_channel);
-        }
-        if self.by_kind.spilled() {
-            prefetch_slice(&self.by_kind);
+        if self.entries.spilled() {
+            super::table::prefetch_slice(&self.entries);
         }
     }
 
     /// Channels and their counts; a channel may come more than once (add them up).
     pub fn channels(&self) -> impl Iterator<Item = (ChannelId, u64)> + '_ {
-        self.by_channel.iter().map(|&(c, n)| (c, u64::from(n)))
+        self.entries.iter().filter(|(id, _)| id & KIND_TAG == 0).map(|&(c, n)| (c, u64::from(n)))
     }
 
     /// Kinds and their counts; a kind may come more than once (add them up).
     pub fn kinds(&self) -> impl Iterator<Item = (KindId, u64)> + '_ {
-        self.by_kind.iter().map(|&(k, n)| (k, u64::from(n)))
+        self.entries.iter().filter(|(id, _)| id & KIND_TAG != 0).map(|&(k, n)| (k & !KIND_TAG, u64::from(n)))
     }
 }
 
 /// Adds `n` to `id`'s count: to its last entry until that is full, then in new entries.
-fn bump<A: smallvec::Array<Item = (u16, u16)>>(entries: &mut SmallVec<A>, id: u16, mut n: u64) {
+fn bump(entries: &mut SmallVec<[(u16, u16); INLINE_COUNTS]>, id: u16, mut n: u64) {
     if let Some(e) = entries.iter_mut().rev().find(|(e, _)| *e == id) {
         let room = u64::from(u16::MAX - e.1).min(n);
         e.1 += room as u16;
@@ -323,8 +317,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_slot_is_eight_aligned_cache_lines() {
-        assert_eq!(std::mem::size_of::<Option<Customer>>(), 512);
+    fn a_slot_is_seven_aligned_cache_lines() {
+        assert_eq!(std::mem::size_of::<Option<Customer>>(), 448);
         assert_eq!(std::mem::align_of::<Customer>(), 64);
     }
 
@@ -344,13 +338,13 @@ mod tests {
         }
         a.add(2, 7);
         let mut b = Counts::default();
-        bump(&mut b.by_channel, 1, 200_000);
-        bump(&mut b.by_kind, 9, 3);
+        bump(&mut b.entries, 1, 200_000);
+        bump(&mut b.entries, 9 | KIND_TAG, 3);
         a.absorb(&b);
         assert_eq!(totals(a.channels()), BTreeMap::from([(1, 270_000), (2, 1)]));
         assert_eq!(totals(a.kinds()), BTreeMap::from([(7, 70_001), (9, 3)]));
-        assert!(a.by_channel.iter().all(|(_, n)| *n > 0), "no empty entries");
-        assert_eq!(a.by_channel.len(), 6, "270000 = 4 full entries + 7860, and channel 2");
+        assert!(a.entries.iter().all(|(_, n)| *n > 0), "no empty entries");
+        assert_eq!(a.channels().count(), 6, "270000 = 4 full entries + 7860, and channel 2");
     }
 
     #[test]

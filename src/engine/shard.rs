@@ -125,13 +125,13 @@ impl Shard {
         let t = &ev.touch;
         let (c, created) = self.customers.get_or_insert_with(ev.key, || Customer::new(plan, t.ts));
         if created {
-            for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
-                self.metrics.move_customer(mi, None, Some(*s));
+            for (mi, s) in c.journey.stages.iter().enumerate() {
+                self.metrics.move_customer(mi, None, Some(s.stage));
             }
             self.metrics.move_segment(None, Some(c.segment.cell));
         }
         c.ids.link(&ev.new_ids);
-        let stage0 = c.journey.stages.first().map_or(0, |s| s.0);
+        let stage0 = c.journey.stages.first().map_or(0, |s| s.stage);
         self.metrics.event(t.channel, t.kind, stage0);
         let mut fired: SmallVec<[Fired; 4]> = SmallVec::new();
         plan.on_event(&mut c.journey, t, ev.watermark, |f| fired.push(f));
@@ -267,8 +267,8 @@ impl Shard {
     /// Removes a customer for good (right to erasure); gauges drop it.
     pub fn forget(&mut self, key: CustomerKey) -> Option<Forgotten> {
         let c = self.customers.remove(key)?;
-        for (mi, (s, _)) in c.journey.stages.iter().enumerate() {
-            self.metrics.move_customer(mi, Some(*s), None);
+        for (mi, s) in c.journey.stages.iter().enumerate() {
+            self.metrics.move_customer(mi, Some(s.stage), None);
         }
         self.metrics.move_segment(Some(c.segment.cell), None);
         let view = c.view(&self.plan, &self.id_types);
@@ -324,7 +324,7 @@ fn resegment(metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, watermark: i
     let cell = plan.segments.cell(&c.segment, watermark);
     metrics.move_segment(Some(c.segment.cell), Some(cell));
     c.segment.cell = cell;
-    if let Some(due) = plan.segments.next_change(&c.segment, watermark) {
+    if let Some(due) = plan.segments.next_change(&c.segment) {
         c.segment_due = c.segment_due.min(due);
     }
 }

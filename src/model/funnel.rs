@@ -10,6 +10,7 @@
 //! `reentry` is on (the default).
 
 use super::matcher::{Matcher, Touch};
+use super::time48::Time48;
 use crate::catalog::{Catalog, ChannelId};
 use crate::config::{FunnelConfig, FunnelStepConfig, OneOrMany};
 
@@ -37,8 +38,9 @@ pub struct FunnelState {
     pub reached: u8,
     pub completed_once: bool,
     pub entry_channel: ChannelId,
-    pub start: i64,
-    pub last: i64,
+    /// Event times of the attempt's first and latest step.
+    pub start: Time48,
+    pub last: Time48,
 }
 
 /// What an event or the watermark did to one funnel.
@@ -78,12 +80,12 @@ impl Funnel {
 
     /// The time at which an open attempt expires: the first watermark past `start + window`.
     pub fn expiry(&self, s: &FunnelState) -> i64 {
-        s.start.saturating_add(self.window).saturating_add(1)
+        s.start.get().saturating_add(self.window).saturating_add(1)
     }
 
     /// Applies one event. Returns whether an attempt was opened (its expiry needs a timer).
     pub fn on_event(&self, s: &mut FunnelState, t: &Touch, mut out: impl FnMut(FunnelEvent)) -> bool {
-        if s.reached > 0 && t.ts > s.start.saturating_add(self.window) {
+        if s.reached > 0 && t.ts > s.start.get().saturating_add(self.window) {
             // Past the window by event time: the attempt is over even if the
             // watermark (held back by the allowed lateness) has not dropped
             // it yet, and this event may start the next one.
@@ -99,14 +101,14 @@ impl Funnel {
             let next = &self.steps[s.reached as usize];
             // Later than the previous step (an event that arrived late but
             // happened before it is not a next step), within the step's gap.
-            let later = t.ts >= s.last;
-            let in_gap = next.within.is_none_or(|w| t.ts - s.last <= w);
+            let later = t.ts >= s.last.get();
+            let in_gap = next.within.is_none_or(|w| t.ts - s.last.get() <= w);
             if later && in_gap && next.matcher.matches(t) {
                 out(FunnelEvent::Reached { step: s.reached as usize, channel: t.channel });
                 s.reached += 1;
-                s.last = t.ts;
+                s.last = Time48::new(t.ts);
                 if s.reached as usize == self.steps.len() {
-                    out(FunnelEvent::Completed { duration_ms: t.ts - s.start, entry_channel: s.entry_channel });
+                    out(FunnelEvent::Completed { duration_ms: t.ts - s.start.get(), entry_channel: s.entry_channel });
                     s.reached = 0;
                     s.completed_once = true;
                 }
@@ -122,7 +124,7 @@ impl Funnel {
             s.completed_once = true;
             return false;
         }
-        *s = FunnelState { reached: 1, completed_once: s.completed_once, entry_channel: t.channel, start: t.ts, last: t.ts };
+        *s = FunnelState { reached: 1, completed_once: s.completed_once, entry_channel: t.channel, start: Time48::new(t.ts), last: Time48::new(t.ts) };
         true
     }
 

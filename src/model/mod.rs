@@ -9,10 +9,12 @@ pub mod funnel;
 pub mod machine;
 pub mod matcher;
 pub mod segment;
+pub mod time48;
 pub mod window;
 
 pub use machine::{Model, Rule, RuleTrigger, StageId};
 pub use matcher::{IdSet, Matcher, Touch};
+use time48::Time48;
 pub use window::CountWindow;
 
 use crate::catalog::Catalog;
@@ -53,11 +55,24 @@ pub struct Plan {
 pub const INLINE_MODELS: usize = 2;
 pub const INLINE_COUNTED: usize = 2;
 
+/// A customer's stage in one model and the event time it was entered (8
+/// bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageAt {
+    pub stage: StageId,
+    pub since: Time48,
+}
+
+impl StageAt {
+    pub fn new(stage: StageId, since: i64) -> StageAt {
+        StageAt { stage, since: Time48::new(since) }
+    }
+}
+
 /// A customer's stage in every model, and the windows its counted rules read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Journey {
-    /// Per model: (stage, event time it was entered).
-    pub stages: SmallVec<[(StageId, i64); INLINE_MODELS]>,
+    pub stages: SmallVec<[StageAt; INLINE_MODELS]>,
     pub windows: SmallVec<[CountWindow; INLINE_COUNTED]>,
 }
 
@@ -119,7 +134,10 @@ impl Plan {
 
     /// A new customer's journey: every model at its initial stage since `ts`.
     pub fn new_journey(&self, ts: i64) -> Journey {
-        Journey { stages: self.models.iter().map(|m| (m.initial, ts)).collect(), windows: self.counted.iter().map(|_| CountWindow::default()).collect() }
+        Journey {
+            stages: self.models.iter().map(|m| StageAt::new(m.initial, ts)).collect(),
+            windows: self.counted.iter().map(|_| CountWindow::default()).collect(),
+        }
     }
 
     /// Applies one event: records it in the counted windows it matches, then in
@@ -134,7 +152,7 @@ impl Plan {
             }
         }
         for (mi, m) in self.models.iter().enumerate() {
-            let cur = j.stages[mi].0;
+            let cur = j.stages[mi].stage;
             for rule in &m.rules {
                 let RuleTrigger::On { matcher, counted } = &rule.trigger else {
                     continue;
@@ -148,7 +166,7 @@ impl Plan {
                         continue;
                     }
                 }
-                j.stages[mi] = (rule.to, t.ts);
+                j.stages[mi] = StageAt::new(rule.to, t.ts);
                 fired(Fired { model: mi, from: cur, to: rule.to });
                 break;
             }
@@ -159,10 +177,10 @@ impl Plan {
     /// rule of that duration whose `from` holds fires.
     pub fn on_timer(&self, j: &mut Journey, timer: usize, due: i64, mut fired: impl FnMut(Fired)) {
         for (mi, m) in self.models.iter().enumerate() {
-            let cur = j.stages[mi].0;
+            let cur = j.stages[mi].stage;
             let rule = m.rules.iter().find(|r| matches!(r.trigger, RuleTrigger::Inactivity { timer: t } if t == timer) && r.holds(cur));
             if let Some(rule) = rule {
-                j.stages[mi] = (rule.to, due);
+                j.stages[mi] = StageAt::new(rule.to, due);
                 fired(Fired { model: mi, from: cur, to: rule.to });
             }
         }
@@ -172,8 +190,8 @@ impl Plan {
     /// (the survivor's on a tie), windows combine.
     pub fn merge(&self, j: &mut Journey, other: Journey, mut merged: impl FnMut(Merged)) {
         for (mi, m) in self.models.iter().enumerate() {
-            let (a, a_since) = j.stages[mi];
-            let (b, b_since) = other.stages[mi];
+            let StageAt { stage: a, since: a_since } = j.stages[mi];
+            let StageAt { stage: b, since: b_since } = other.stages[mi];
             let (to, since) = if m.rank[b as usize] > m.rank[a as usize] {
                 (b, b_since)
             } else if a == b {
@@ -181,7 +199,7 @@ impl Plan {
             } else {
                 (a, a_since)
             };
-            j.stages[mi] = (to, since);
+            j.stages[mi] = StageAt { stage: to, since };
             merged(Merged { model: mi, survivor: a, absorbed: b, to });
         }
         for (w, o) in j.windows.iter_mut().zip(other.windows.into_vec()) {

@@ -4,6 +4,7 @@
 //! `watermark - window`. A customer drifts to `none` as the watermark passes.
 
 use super::matcher::IdSet;
+use super::time48::Time48;
 use crate::catalog::{Catalog, KindId};
 use crate::config::SegmentConfig;
 use smallvec::SmallVec;
@@ -28,7 +29,7 @@ pub const INLINE_ACTIVITY: usize = 13;
 /// each in time order, in one array.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Activity {
-    times: SmallVec<[i64; INLINE_ACTIVITY]>,
+    times: SmallVec<[Time48; INLINE_ACTIVITY]>,
     /// How many of `times` are purchases.
     purchases: u32,
     /// The cell these times gave when last computed (in here rather than in
@@ -37,16 +38,16 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn purchases(&self) -> &[i64] {
+    fn purchases(&self) -> &[Time48] {
         &self.times[..self.purchases as usize]
     }
 
-    fn engagements(&self) -> &[i64] {
+    fn engagements(&self) -> &[Time48] {
         &self.times[self.purchases as usize..]
     }
 
     /// The recorded times, when they have left the customer's slot (for a prefetch).
-    pub fn spilled(&self) -> Option<&[i64]> {
+    pub fn spilled(&self) -> Option<&[Time48]> {
         self.times.spilled().then_some(&self.times[..])
     }
 }
@@ -58,8 +59,9 @@ pub type Cell = u8;
 /// there; returns the range's new end. Past the slot, the array grows by
 /// doubling but never past `total` (both axes' maximum): this is
 /// per-customer state, and plain doubling would leave up to half of it unused.
-fn keep_latest(v: &mut SmallVec<[i64; INLINE_ACTIVITY]>, (lo, hi): (usize, usize), ts: i64, max: usize, total: usize) -> usize {
-    let mut at = lo + v[lo..hi].partition_point(|&t| t <= ts);
+fn keep_latest(v: &mut SmallVec<[Time48; INLINE_ACTIVITY]>, (lo, hi): (usize, usize), ts: i64, max: usize, total: usize) -> usize {
+    let mut at = lo + v[lo..hi].partition_point(|t| t.get() <= ts);
+    let ts = Time48::new(ts);
     if hi - lo >= max {
         if at == lo {
             return hi; // older than every time kept
@@ -76,8 +78,8 @@ fn keep_latest(v: &mut SmallVec<[i64; INLINE_ACTIVITY]>, (lo, hi): (usize, usize
     hi + 1
 }
 
-fn level(v: &[i64], horizon: i64, high: usize) -> u8 {
-    let n = v.len() - v.partition_point(|&t| t <= horizon);
+fn level(v: &[Time48], horizon: i64, high: usize) -> u8 {
+    let n = v.len() - v.partition_point(|t| t.get() <= horizon);
     match n {
         0 => 0,
         n if n >= high => 2,
@@ -133,17 +135,18 @@ impl Segments {
         level(a.purchases(), horizon, self.purchase_high) * 3 + level(a.engagements(), horizon, self.engagement_high)
     }
 
-    /// The next watermark at which the cell changes if no event comes: on an
-    /// axis at `high`, when its oldest kept event leaves the window; at
-    /// `low`, when its newest does. `None` when both axes are at `none`.
-    pub fn next_change(&self, a: &Activity, watermark: i64) -> Option<i64> {
-        let horizon = watermark.saturating_sub(self.window);
-        let axis = |v: &[i64], high: usize| match level(v, horizon, high) {
-            2 => v.first().map(|t| t.saturating_add(self.window)),
-            1 => v.last().map(|t| t.saturating_add(self.window)),
+    /// The next watermark at which the cell the activity last gave
+    /// (`a.cell`) changes if no event comes: on an axis at `high`, when its
+    /// oldest kept event leaves the window (an axis keeps at most `high`
+    /// times); at `low`, when its newest does. `None` when both axes are at
+    /// `none`.
+    pub fn next_change(&self, a: &Activity) -> Option<i64> {
+        let axis = |v: &[Time48], level: u8| match level {
+            2 => v.first().map(|t| t.get().saturating_add(self.window)),
+            1 => v.last().map(|t| t.get().saturating_add(self.window)),
             _ => None,
         };
-        match (axis(a.purchases(), self.purchase_high), axis(a.engagements(), self.engagement_high)) {
+        match (axis(a.purchases(), a.cell / 3), axis(a.engagements(), a.cell % 3)) {
             (Some(p), Some(e)) => Some(p.min(e)),
             (p, e) => p.or(e),
         }
@@ -151,10 +154,10 @@ impl Segments {
 
     pub fn merge(&self, a: &mut Activity, other: Activity) {
         for &t in other.purchases() {
-            self.add_purchase(a, t);
+            self.add_purchase(a, t.get());
         }
         for &t in other.engagements() {
-            self.add_engagement(a, t);
+            self.add_engagement(a, t.get());
         }
     }
 }
@@ -170,6 +173,10 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
+    fn ms(v: &[Time48]) -> Vec<i64> {
+        v.iter().map(|t| t.get()).collect()
+    }
+
     #[test]
     fn keeps_the_latest_times_of_each_axis_in_order() {
         let mut v = SmallVec::new();
@@ -181,9 +188,9 @@ mod tests {
             let end = v.len();
             keep_latest(&mut v, (p, end), t, 3, 7);
         }
-        assert_eq!(v[..], [30, 40, 50, 60, 3, 7, 9]);
+        assert_eq!(ms(&v), [30, 40, 50, 60, 3, 7, 9]);
         p = keep_latest(&mut v, (0, p), 45, 4, 7);
-        assert_eq!((p, &v[..]), (4, &[40, 45, 50, 60, 3, 7, 9][..]));
+        assert_eq!((p, ms(&v)), (4, vec![40, 45, 50, 60, 3, 7, 9]));
     }
 
     #[test]
@@ -197,7 +204,7 @@ mod tests {
         }
         assert_eq!(v.len(), 40);
         assert_eq!(v.capacity(), 40);
-        assert_eq!(v[..], (20..40).chain(120..140).collect::<Vec<i64>>()[..]);
+        assert_eq!(ms(&v), (20..40).chain(120..140).collect::<Vec<i64>>());
     }
 
     #[test]
@@ -214,12 +221,13 @@ mod tests {
         s.record(&mut a, cat.kind("purchase"), 0);
         s.record(&mut a, cat.kind("view"), DAY);
         s.record(&mut a, cat.kind("view"), 2 * DAY);
-        assert_eq!(cell_labels(s.cell(&a, 2 * DAY)), ("low", "high"));
-        assert_eq!(s.next_change(&a, 2 * DAY), Some(30 * DAY), "the only purchase leaves: low → none");
-        assert_eq!(cell_labels(s.cell(&a, 30 * DAY)), ("none", "high"), "the purchase left the window");
-        assert_eq!(s.next_change(&a, 30 * DAY), Some(31 * DAY), "engagement at high drops when its oldest leaves");
-        assert_eq!(cell_labels(s.cell(&a, 31 * DAY)), ("none", "low"));
-        assert_eq!(cell_labels(s.cell(&a, 32 * DAY)), ("none", "none"));
-        assert_eq!(s.next_change(&a, 32 * DAY), None);
+        let at = |a: &mut Activity, watermark: i64| {
+            a.cell = s.cell(a, watermark);
+            (cell_labels(a.cell), s.next_change(a))
+        };
+        assert_eq!(at(&mut a, 2 * DAY), (("low", "high"), Some(30 * DAY)), "the only purchase leaves: low → none");
+        assert_eq!(at(&mut a, 30 * DAY), (("none", "high"), Some(31 * DAY)), "the purchase left; engagement at high drops when its oldest leaves");
+        assert_eq!(at(&mut a, 31 * DAY), (("none", "low"), Some(32 * DAY)), "at low, it drops when its newest leaves");
+        assert_eq!(at(&mut a, 32 * DAY), (("none", "none"), None));
     }
 }

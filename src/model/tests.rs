@@ -40,7 +40,7 @@ fn touch(p: &Plan, ts: i64, kind: &str, channel: &str, value: Option<f64>) -> To
 }
 
 fn stage(p: &Plan, j: &Journey, model: usize) -> String {
-    p.models[model].stage_name(j.stages[model].0).to_string()
+    p.models[model].stage_name(j.stages[model].stage).to_string()
 }
 
 fn apply(p: &Plan, j: &mut Journey, ts: i64, kind: &str) -> Vec<Fired> {
@@ -121,7 +121,7 @@ fn inactivity_timer_moves_only_stages_in_from() {
     apply(&p, &mut j, 1, "signup");
     p.on_timer(&mut j, 0, 90 * DAY + 1, |f| fired.push(f));
     assert_eq!(stage(&p, &j, 0), "dormant");
-    assert_eq!(j.stages[0].1, 90 * DAY + 1);
+    assert_eq!(j.stages[0].since.get(), 90 * DAY + 1);
     apply(&p, &mut j, 100 * DAY, "view");
     assert_eq!(stage(&p, &j, 0), "reactivated");
 }
