@@ -237,12 +237,27 @@ impl Service {
     }
 
     /// Waits until `holds` is true of the metrics text, and returns that text.
+    /// On a timeout, the panic shows what the last scrape said of the input
+    /// (its non-zero events, NATS connection events, consumer lag, DLQ,
+    /// duplicates and late counts).
     pub async fn wait_metrics(&self, what: &str, holds: impl Fn(&str) -> bool) -> String {
-        common::wait_until(what, DEADLINE, || async {
-            let text = self.metrics().await;
-            holds(&text).then_some(text)
+        let last = std::sync::Mutex::new(String::new());
+        let waited = tokio::time::timeout(
+            DEADLINE,
+            common::wait_until(what, 2 * DEADLINE, || async {
+                let text = self.metrics().await;
+                let found = holds(&text).then(|| text.clone());
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = text;
+                found
+            }),
+        )
+        .await;
+        waited.unwrap_or_else(|_| {
+            let text = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let input = ["journey_events_total", "journey_nats_", "journey_consumer_lag", "journey_dlq_total", "journey_duplicates_total", "journey_late"];
+            let said: Vec<&str> = text.lines().filter(|l| input.iter().any(|m| l.starts_with(m)) && !l.ends_with(" 0")).collect();
+            panic!("timed out after {DEADLINE:?} waiting until {what}; the last scrape said:\n{}", said.join("\n"))
         })
-        .await
     }
 
     /// Waits until exactly `n` events were applied (`journey_events_total`):
