@@ -139,9 +139,20 @@ impl TimerQueue {
             }
             if let Some(cur) = self.current.as_mut().filter(|c| c.next < SLICES) {
                 let base = cur.start();
-                let start = base.saturating_add(cur.next as i64 * SLICE_MS);
-                if start > watermark {
+                // Slices whose start the watermark has reached; the empty
+                // ones among them are passed over (a bucket is mostly empty
+                // slices when timers are sparse, as in a long replay).
+                let reached = (watermark.saturating_sub(base).div_euclid(SLICE_MS).saturating_add(1)).clamp(0, SLICES as i64) as usize;
+                if cur.next >= reached {
                     return self.pace(watermark);
+                }
+                while cur.next < reached && cur.slices[cur.next].is_empty() {
+                    cur.next += 1;
+                }
+                let start = base.saturating_add(cur.next as i64 * SLICE_MS);
+                if cur.next == reached {
+                    self.ready_until = start;
+                    continue;
                 }
                 let slice = std::mem::take(&mut cur.slices[cur.next]);
                 cur.next += 1;
