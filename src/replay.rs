@@ -9,7 +9,7 @@ use crate::metrics::latency::LatencyHub;
 use crate::metrics::Metrics;
 use crate::model::Plan;
 use anyhow::Context;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -73,29 +73,29 @@ pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &st
             bytes += n as u64;
             continue;
         }
-        let mut line = buf.split_to(newline.unwrap_or(buf.len())).freeze();
-        if !buf.is_empty() {
-            let _ = buf.split_to(1); // the newline
-        }
+        // The line is read in place and the buffer advanced past it: a
+        // split-off `Bytes` per line would cost two reference-count updates.
+        let end = newline.unwrap_or(buf.len());
         lines += 1;
+        let mut line = &buf[..end];
         if line.last() == Some(&b'\r') {
-            line.truncate(line.len() - 1);
+            line = &line[..line.len() - 1];
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match router.ingest(&line, None, Instant::now(), now_ms).await {
-            Outcome::Accepted => applied += 1,
-            Outcome::Late => late += 1,
-            Outcome::Duplicate => dups += 1,
-            Outcome::Rejected(r) => {
-                refused += 1;
-                *by_reason.entry(r.reason.as_str()).or_default() += 1;
-                if refused <= REPORTED_BAD_LINES as u64 {
-                    on_bad(lines, r.reason.as_str(), &r.detail);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            match router.ingest(line, None, Instant::now(), now_ms).await {
+                Outcome::Accepted => applied += 1,
+                Outcome::Late => late += 1,
+                Outcome::Duplicate => dups += 1,
+                Outcome::Rejected(r) => {
+                    refused += 1;
+                    *by_reason.entry(r.reason.as_str()).or_default() += 1;
+                    if refused <= REPORTED_BAD_LINES as u64 {
+                        on_bad(lines, r.reason.as_str(), &r.detail);
+                    }
                 }
             }
         }
+        buf.advance((end + 1).min(buf.len()));
     }
     router.finish_input().await;
     router.barrier().await;

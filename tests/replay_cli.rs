@@ -95,6 +95,20 @@ fn a_bad_line_is_reported_with_its_line_number_and_reason() {
 }
 
 #[test]
+fn crlf_line_ends_and_a_last_line_without_one_read_the_same() {
+    let input = input(&[]);
+    std::fs::write(&input.events, three_customers().join("\r\n")).expect("write the CRLF file");
+
+    let out = replay(&input, "text");
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("applied 4, refused 1, late 0, duplicates 0"), "{stdout}");
+    assert_eq!(text_stages(&stdout, "lifecycle"), lifecycle_counts(1, 1, 1, 0), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:3: not_json:", input.events)), "{stderr}");
+}
+
+#[test]
 fn json_format_has_the_stage_counts_and_refusals() {
     let input = input(&three_customers());
 
