@@ -170,49 +170,42 @@ impl TimerQueue {
 
     /// Makes the next bucket current, split into its slices, if the
     /// watermark has reached it; takes the one after it as the upcoming one.
+    /// An upcoming bucket is always the next one: it is the bucket after the
+    /// current one, and timers due in it or before it never go to the map.
     fn reach_next_bucket(&mut self, watermark: i64) -> bool {
-        let coarse = loop {
-            match self.order.peek() {
-                Some(Reverse(b)) if !self.buckets.contains_key(b) => {
-                    self.order.pop();
-                }
-                other => break other.map(|r| r.0),
-            }
-        };
-        let Some(b) = coarse.into_iter().chain(self.upcoming.as_ref().map(|u| u.bucket)).min() else { return false };
-        if b.saturating_mul(BUCKET_MS) > watermark {
-            return false;
-        }
         let mut next = match self.upcoming.take() {
-            Some(up) if up.bucket == b => up,
-            up => {
-                // Taken from the map; an upcoming bucket that is not the one
-                // after it goes back there.
-                match up {
-                    Some(up) if Some(up.bucket) != b.checked_add(1) => self.unslice(up),
-                    up => self.upcoming = up,
+            Some(up) if up.start() > watermark => {
+                self.upcoming = Some(up);
+                return false;
+            }
+            Some(up) => {
+                debug_assert!(self.next_in_map().is_none_or(|b| b > up.bucket), "a bucket before the upcoming one is in the map");
+                up
+            }
+            None => {
+                let Some(b) = self.next_in_map() else { return false };
+                if b.saturating_mul(BUCKET_MS) > watermark {
+                    return false;
                 }
                 Sliced::new(b, self.buckets.remove(&b).unwrap_or_default())
             }
         };
         next.split_until(0);
+        let after = next.bucket.saturating_add(1);
         self.current = Some(next);
-        if self.upcoming.is_none() {
-            let after = b.saturating_add(1);
-            self.upcoming = self.buckets.remove(&after).map(|v| Sliced::new(after, v));
-        }
+        self.upcoming = self.buckets.remove(&after).map(|v| Sliced::new(after, v));
         true
     }
 
-    /// Puts a bucket's timers back in the map.
-    fn unslice(&mut self, s: Sliced) {
-        let order = &mut self.order;
-        let v = self.buckets.entry(s.bucket).or_insert_with(|| {
-            order.push(Reverse(s.bucket));
-            Vec::new()
-        });
-        v.extend(s.unsplit);
-        s.slices.into_iter().for_each(|sl| v.extend(sl));
+    /// The earliest bucket in the map (indices of buckets taken are dropped).
+    fn next_in_map(&mut self) -> Option<i64> {
+        while let Some(&Reverse(b)) = self.order.peek() {
+            if self.buckets.contains_key(&b) {
+                return Some(b);
+            }
+            self.order.pop();
+        }
+        None
     }
 
     /// Splits a share of the upcoming bucket: as much of it as the watermark
