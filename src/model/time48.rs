@@ -8,7 +8,7 @@
 
 const MAX: i64 = (1 << 48) - 1;
 
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct Time48([u16; 3]);
 
 impl Time48 {
@@ -19,12 +19,6 @@ impl Time48 {
 
     pub fn get(self) -> i64 {
         (u64::from(self.0[0]) | u64::from(self.0[1]) << 16 | u64::from(self.0[2]) << 32) as i64
-    }
-}
-
-impl From<i64> for Time48 {
-    fn from(ms: i64) -> Time48 {
-        Time48::new(ms)
     }
 }
 
