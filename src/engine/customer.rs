@@ -4,7 +4,7 @@
 
 use super::ids::Ids;
 use crate::catalog::{Catalog, ChannelId, IdTypeId, IdTypes, KindId};
-use crate::model::attribution::{PackedTouch, Touches};
+use crate::model::attribution::Touches;
 use crate::model::funnel::FunnelState;
 use crate::model::segment::Activity;
 use crate::model::{Journey, Plan};
@@ -108,7 +108,7 @@ impl Customer {
             prefetch_slice(w.times());
         }
         if let Some(t) = self.touches.next_slot() {
-            super::table::prefetch((t as *const PackedTouch).cast());
+            super::table::prefetch(t);
         }
         // The ONE_ID, for a transition's JSON.
         super::table::prefetch(self.ids.block());
@@ -147,7 +147,7 @@ impl Customer {
     /// segment activity into this one (a merge). Consent takes the most
     /// restrictive answer per purpose and channel, at the time it was given.
     pub fn absorb_profile(&mut self, plan: &Plan, other: &mut Customer) {
-        self.touches.merge(&other.touches, plan.attribution.max_touches);
+        self.touches.merge(&other.touches, plan.attribution.history);
         plan.segments.merge(&mut self.segment, std::mem::take(&mut other.segment));
         // Ids in the order they were linked, as near as is known: the side
         // first seen earlier linked its ids first (ONE_ID ties go to the earliest).

@@ -142,7 +142,7 @@ impl Shard {
             attribute(plan, &mut self.metrics, &mut self.scratch, c, f, touch);
             self.out.transition(&mut self.metrics, &self.scratch.credits, c.one_id(), f, &origin);
         }
-        c.touches.push(touch, plan.attribution.max_touches);
+        c.touches.push(touch, plan.attribution.history);
         c.first_seen = c.first_seen.min(t.ts);
         c.last_seen = c.last_seen.max(t.ts);
         c.count_activity(t.channel, t.kind);

@@ -60,69 +60,141 @@ impl PackedTouch {
     }
 }
 
+/// A ring's base is a multiple of this many time units (it is kept in 32 bits).
+const BASE_BITS: u32 = 16;
+/// How far back from its newest touch a ring is sure to keep touches, in
+/// time units: every offset from the base fits in 32 bits.
+const SPAN: i64 = (1 << 32) - (1 << BASE_BITS);
+
+/// How customers' touch histories are kept: the latest `max` touches, their
+/// times in units of `2^shift` ms. The unit is 1 ms unless the attribution
+/// lookback plus the allowed lateness is longer than [`SPAN`] ms (49.7 days),
+/// the times a ring must keep; then it doubles until they fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct History {
+    pub max: usize,
+    pub shift: u32,
+}
+
+impl History {
+    /// A history of `max` touches that keeps every touch up to `span_ms`
+    /// older than the newest.
+    pub fn new(max: usize, span_ms: i64) -> History {
+        let mut shift = 0;
+        // +2: a span rounded to units may straddle one more unit at each end.
+        while (span_ms.max(0) >> shift) + 2 > SPAN {
+            shift += 1;
+        }
+        History { max: max.min(u16::MAX as usize), shift }
+    }
+
+    /// The unit touch times are kept in, in milliseconds.
+    pub fn unit_ms(self) -> i64 {
+        1 << self.shift
+    }
+}
+
+/// A touch in its ring: its time as 32 bits of units after the ring's base,
+/// and its channel, in six two-byte-aligned bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Kept([u16; 3]);
+
+impl Kept {
+    fn new(offset: u32, channel: ChannelId) -> Kept {
+        Kept([offset as u16, (offset >> 16) as u16, channel])
+    }
+    fn offset(self) -> u32 {
+        u32::from(self.0[0]) | u32::from(self.0[1]) << 16
+    }
+}
+
 /// The latest N touches of a customer by time, oldest first (a ring once
 /// full). Events mostly arrive in time order, and then a touch goes in at
 /// the end, over the oldest; one that arrived late (within the allowed
 /// lateness) is put in its place by time, and one older than every touch
 /// kept is not kept.
 ///
-/// The block is a boxed slice with the length beside it (24 bytes in the
-/// customer, where a `Vec` and the head took 32), grown by doubling up to N.
+/// Each touch takes six bytes: its channel, and its time as an offset from
+/// the ring's base. A touch too late for the base to reach moves the base
+/// forward and drops the touches before it, which are more than the
+/// history's span older than the newest: older than any later transition's
+/// lookback (see [`History`]). The block is a boxed slice with the length
+/// and base beside it (24 bytes in the customer), grown by doubling up to N.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Touches {
     /// The touches in `..len`; the rest is room to grow into.
-    ring: Box<[PackedTouch]>,
+    ring: Box<[Kept]>,
     len: u16,
     /// Index of the oldest touch once the ring is full.
     head: u16,
+    /// Offsets count from `base << BASE_BITS` time units.
+    base: u32,
 }
 
 impl Touches {
-    fn kept(&self) -> &[PackedTouch] {
+    fn kept(&self) -> &[Kept] {
         &self.ring[..self.len as usize]
     }
 
     /// Where the next touch is written, when the ring is full (for a
     /// prefetch: an event writes one touch; only a transition reads them all).
-    pub fn next_slot(&self) -> Option<&PackedTouch> {
-        self.kept().get(self.head as usize)
+    pub fn next_slot(&self) -> Option<*const u8> {
+        self.kept().get(self.head as usize).map(|k| (k as *const Kept).cast())
     }
 
-    pub fn push(&mut self, t: PackedTouch, max: usize) {
-        let max = max.min(u16::MAX as usize);
+    fn decode(&self, k: Kept, shift: u32) -> PackedTouch {
+        let units = (i64::from(self.base) << BASE_BITS) + i64::from(k.offset());
+        PackedTouch::new(units << shift, k.0[2])
+    }
+
+    /// `t` as kept in this ring, if its time is within the base's reach.
+    fn encode(&self, t: PackedTouch, shift: u32) -> Option<Kept> {
+        let offset = (t.ts() >> shift) - (i64::from(self.base) << BASE_BITS);
+        u32::try_from(offset).ok().map(|o| Kept::new(o, t.channel()))
+    }
+
+    pub fn push(&mut self, t: PackedTouch, h: History) {
+        if self.len == 0 {
+            self.base = ((t.ts() >> h.shift) >> BASE_BITS) as u32;
+        }
+        let Some(k) = self.encode(t, h.shift) else {
+            let all = self.iter(h.shift).chain(std::iter::once(t)).collect();
+            return self.rebuild(all, h);
+        };
         let (n, head) = (self.len as usize, self.head as usize);
-        let newest = self.kept().get(if head == 0 { n.wrapping_sub(1) } else { head - 1 }).map_or(i64::MIN, |x| x.ts());
-        if n < max {
-            let at = if t.ts() >= newest { n } else { self.kept().partition_point(|x| x.ts() <= t.ts()) };
+        let newest = self.kept().get(if head == 0 { n.wrapping_sub(1) } else { head - 1 }).map(|x| x.offset());
+        let after_newest = newest.is_none_or(|x| k.offset() >= x);
+        if n < h.max {
+            let at = if after_newest { n } else { self.kept().partition_point(|x| x.offset() <= k.offset()) };
             if n == self.ring.len() {
-                let mut grown = Vec::with_capacity((2 * n).max(4).min(max));
+                let mut grown = Vec::with_capacity((2 * n).max(4).min(h.max));
                 grown.extend_from_slice(&self.ring);
-                grown.resize(grown.capacity(), PackedTouch(0));
+                grown.resize(grown.capacity(), Kept::default());
                 self.ring = grown.into_boxed_slice();
             }
             self.ring.copy_within(at..n, at + 1);
-            self.ring[at] = t;
+            self.ring[at] = k;
             self.len += 1;
         } else if n > 0 {
             let ring = &mut self.ring[..n];
-            if t.ts() >= newest {
-                ring[head] = t;
+            if after_newest {
+                ring[head] = k;
                 self.head = if head + 1 == n { 0 } else { head as u16 + 1 };
-            } else if t.ts() >= ring[head].ts() {
+            } else if k.offset() >= ring[head].offset() {
                 // Oldest first from 0, then the oldest makes room for `t`.
                 ring.rotate_left(head);
                 self.head = 0;
-                let at = ring[1..].partition_point(|x| x.ts() <= t.ts());
+                let at = ring[1..].partition_point(|x| x.offset() <= k.offset());
                 ring.copy_within(1..1 + at, 0);
-                ring[at] = t;
+                ring[at] = k;
             }
         }
     }
 
-    /// Touches oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = PackedTouch> + '_ {
+    /// Touches oldest first, their times in the history's unit.
+    pub fn iter(&self, shift: u32) -> impl Iterator<Item = PackedTouch> + '_ {
         let (a, b) = self.kept().split_at(self.head as usize);
-        b.iter().chain(a.iter()).copied()
+        b.iter().chain(a.iter()).map(move |k| self.decode(*k, shift))
     }
 
     pub fn len(&self) -> usize {
@@ -134,13 +206,28 @@ impl Touches {
     }
 
     /// Both customers' touches, the latest `max` by time kept (a merge).
-    pub fn merge(&mut self, other: &Touches, max: usize) {
-        let mut all: Vec<PackedTouch> = self.iter().chain(other.iter()).collect();
+    pub fn merge(&mut self, other: &Touches, h: History) {
+        let all = self.iter(h.shift).chain(other.iter(h.shift)).collect();
+        self.rebuild(all, h);
+    }
+
+    /// Keeps the latest `h.max` of `all` by time (of equal times, the later
+    /// in `all`), on a base that reaches the newest: touches more than the
+    /// span older than the newest are dropped.
+    fn rebuild(&mut self, mut all: Vec<PackedTouch>, h: History) {
         all.sort_by_key(|t| t.ts());
-        let skip = all.len().saturating_sub(max.min(u16::MAX as usize));
-        self.ring = all.split_off(skip).into_boxed_slice();
-        self.len = self.ring.len() as u16;
+        let all = &all[all.len().saturating_sub(h.max)..];
+        let (Some(lo), Some(hi)) = (all.first(), all.last()) else {
+            *self = Touches::default();
+            return;
+        };
+        let block = |t: &PackedTouch| (t.ts() >> h.shift) >> BASE_BITS;
+        // The lowest base from which the newest is still in reach.
+        self.base = block(lo).max(block(hi) - ((1 << (32 - BASE_BITS)) - 1)) as u32;
+        let kept: Vec<Kept> = all.iter().filter_map(|t| self.encode(*t, h.shift)).collect();
+        self.len = kept.len() as u16;
         self.head = 0;
+        self.ring = kept.into_boxed_slice();
     }
 }
 
@@ -152,20 +239,24 @@ pub struct Attributor {
     pub method_rank: Vec<u16>,
     pub lookback: i64,
     pub half_life: i64,
-    pub max_touches: usize,
+    /// How many touches a customer keeps, and in what unit.
+    pub history: History,
     pub first_share: f64,
     pub last_share: f64,
 }
 
 impl Attributor {
-    pub fn new(c: &AttributionConfig) -> Attributor {
+    /// `lateness_ms`: the allowed lateness, which a customer's history must
+    /// keep beyond the lookback (a transition can be that much older than
+    /// the newest touch).
+    pub fn new(c: &AttributionConfig, lateness_ms: i64) -> Attributor {
         let methods: Vec<Method> = c.models.iter().filter_map(|m| Method::parse(m)).collect();
         Attributor {
             method_rank: crate::catalog::name_ranks(&methods.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
             methods,
             lookback: c.lookback.millis(),
             half_life: c.half_life.millis(),
-            max_touches: c.max_touches,
+            history: History::new(c.max_touches, c.lookback.millis().saturating_add(lateness_ms)),
             first_share: c.position_first,
             last_share: c.position_last,
         }
@@ -177,9 +268,9 @@ impl Attributor {
     pub fn credited(&self, touches: &Touches, cause: PackedTouch, out: &mut Vec<PackedTouch>) {
         out.clear();
         let ts = cause.ts();
-        out.extend(touches.iter().filter(|t| t.ts() > ts - self.lookback && t.ts() <= ts));
+        out.extend(touches.iter(self.history.shift).filter(|t| t.ts() > ts - self.lookback && t.ts() <= ts));
         out.sort_by_key(|t| t.ts());
-        let keep = self.max_touches.saturating_sub(1);
+        let keep = self.history.max.saturating_sub(1);
         if out.len() > keep {
             out.drain(..out.len() - keep);
         }
@@ -230,7 +321,11 @@ mod tests {
     use super::*;
 
     fn attributor() -> Attributor {
-        Attributor::new(&AttributionConfig::default())
+        Attributor::new(&AttributionConfig::default(), 5_000)
+    }
+
+    fn history(max: usize) -> History {
+        History { max, shift: 0 }
     }
 
     const DAY: i64 = 86_400_000;
@@ -238,18 +333,18 @@ mod tests {
     fn touches(list: &[(i64, u16)], max: usize) -> Touches {
         let mut t = Touches::default();
         for (ts, ch) in list {
-            t.push(PackedTouch::new(*ts, *ch), max);
+            t.push(PackedTouch::new(*ts, *ch), history(max));
         }
         t
     }
 
     /// Credits with the last touch of `t` as the cause.
     fn credit(a: &Attributor, m: Method, t: &Touches, ts: i64) -> Vec<(u16, f64)> {
-        let all: Vec<PackedTouch> = t.iter().collect();
+        let all: Vec<PackedTouch> = t.iter(0).collect();
         let (cause, earlier) = all.split_last().unwrap();
         let mut before = Touches::default();
         for e in earlier {
-            before.push(*e, 1024);
+            before.push(*e, history(1024));
         }
         let mut credited = Vec::new();
         a.credited(&before, PackedTouch::new(ts, cause.channel()), &mut credited);
@@ -267,23 +362,83 @@ mod tests {
     #[test]
     fn ring_keeps_the_last_n_by_time() {
         let t = touches(&[(1, 1), (2, 2), (3, 3), (4, 4)], 3);
-        assert_eq!(t.iter().map(|t| t.channel()).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(t.iter(0).map(|t| t.channel()).collect::<Vec<_>>(), vec![2, 3, 4]);
     }
 
     #[test]
     fn a_touch_that_arrives_late_takes_its_place_by_time() {
-        let ts = |t: &Touches| t.iter().map(|t| t.ts()).collect::<Vec<_>>();
+        let ts = |t: &Touches| t.iter(0).map(|t| t.ts()).collect::<Vec<_>>();
         let mut t = touches(&[(10, 1), (30, 3), (20, 2)], 4);
         assert_eq!(ts(&t), [10, 20, 30], "not full yet");
-        t.push(PackedTouch::new(40, 4), 4);
-        t.push(PackedTouch::new(50, 5), 4);
+        t.push(PackedTouch::new(40, 4), history(4));
+        t.push(PackedTouch::new(50, 5), history(4));
         assert_eq!(ts(&t), [20, 30, 40, 50], "full: the oldest by time goes");
-        t.push(PackedTouch::new(35, 6), 4);
+        t.push(PackedTouch::new(35, 6), history(4));
         assert_eq!(ts(&t), [30, 35, 40, 50], "late, within the kept range");
-        t.push(PackedTouch::new(25, 7), 4);
+        t.push(PackedTouch::new(25, 7), history(4));
         assert_eq!(ts(&t), [30, 35, 40, 50], "older than every touch kept: not kept");
-        t.push(PackedTouch::new(60, 8), 4);
+        t.push(PackedTouch::new(60, 8), history(4));
         assert_eq!(ts(&t), [35, 40, 50, 60], "in order again after a reordering");
+    }
+
+    #[test]
+    fn the_unit_is_a_millisecond_unless_lookback_and_lateness_span_more_than_32_bits() {
+        assert_eq!(History::new(32, 30 * DAY + 5_000).shift, 0);
+        assert_eq!(History::new(32, 49 * DAY).shift, 0);
+        assert_eq!(History::new(32, 50 * DAY).shift, 1);
+        assert_eq!(History::new(32, 365 * DAY).shift, 3);
+        let h = History::new(4, 90 * DAY);
+        let mut t = Touches::default();
+        t.push(PackedTouch::new(1_700_000_000_003, 1), h);
+        assert_eq!(t.iter(h.shift).next(), Some(PackedTouch::new(1_700_000_000_002, 1)), "kept to {} ms", h.unit_ms());
+    }
+
+    /// Random pushes (in time order, late within a bound, and after gaps of
+    /// up to 60 days, so the base moves) and merges, against the latest `max`
+    /// of everything pushed: the ring keeps a suffix of those, and drops
+    /// none within its span of the newest.
+    #[test]
+    fn the_ring_keeps_the_latest_touches_within_its_span_as_the_base_moves() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let lateness = DAY;
+        for max in [1, 3, 32] {
+            let h = History::new(max, 30 * DAY + lateness);
+            let (mut ring, mut other) = (Touches::default(), Touches::default());
+            let (mut all, mut other_all): (Vec<PackedTouch>, Vec<PackedTouch>) = (Vec::new(), Vec::new());
+            let mut newest = 1_700_000_000_000_i64;
+            for step in 0..20_000 {
+                let ts = match next(10) {
+                    0 => newest + (next(60) as i64) * DAY,
+                    1..=3 => newest - next(lateness as u64) as i64,
+                    _ => newest + next(3_600_000) as i64,
+                };
+                newest = newest.max(ts);
+                let t = PackedTouch::new(ts, (step % 7) as u16);
+                if next(50) == 0 {
+                    // A merge with a second customer's ring, then that one starts over.
+                    other.push(t, h);
+                    other_all.push(t);
+                    ring.merge(&other, h);
+                    all.append(&mut other_all);
+                    other = Touches::default();
+                } else {
+                    ring.push(t, h);
+                    all.push(t);
+                }
+                all.sort_by_key(|t| t.ts());
+                all.drain(..all.len().saturating_sub(max));
+                let kept: Vec<PackedTouch> = ring.iter(h.shift).collect();
+                assert!(all.ends_with(&kept), "step {step}: {kept:?} is not a suffix of {all:?}");
+                let dropped = &all[..all.len() - kept.len()];
+                assert!(dropped.iter().all(|d| d.ts() < newest - 30 * DAY - lateness), "step {step}: dropped {dropped:?}, newest {newest}");
+            }
+        }
     }
 
     #[test]

@@ -119,7 +119,7 @@ impl Plan {
                 )
             })
             .collect();
-        let attribution = attribution::Attributor::new(&config.attribution);
+        let attribution = attribution::Attributor::new(&config.attribution, config.time.allowed_lateness.millis());
         let funnels = config.funnels.iter().map(|f| funnel::Funnel::compile(f, &catalog)).collect();
         let segments = segment::Segments::new(&config.segments, &catalog);
         let mut triggers: Vec<crate::trigger::Trigger> = config.triggers.iter().map(|t| crate::trigger::Trigger::compile(t, &catalog)).collect();
