@@ -105,7 +105,7 @@ impl Customer {
             prefetch_slice(&self.triggers);
         }
         for w in &self.journey.windows {
-            prefetch_slice(w.times());
+            prefetch_slice(w.block());
         }
         if let Some(t) = self.touches.next_slot() {
             super::table::prefetch(t);

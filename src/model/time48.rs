@@ -12,6 +12,8 @@ const MAX: i64 = (1 << 48) - 1;
 pub struct Time48([u16; 3]);
 
 impl Time48 {
+    pub const ZERO: Time48 = Time48([0; 3]);
+
     pub fn new(ms: i64) -> Time48 {
         let v = ms.clamp(0, MAX) as u64;
         Time48([v as u16, (v >> 16) as u16, (v >> 32) as u16])

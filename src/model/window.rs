@@ -2,28 +2,49 @@
 //! `(ts - within, ts]`. Kept exact under out-of-order arrival and bounded:
 //! entries that no future event's window can reach are pruned.
 
-/// A slot of `times` that holds no time: before any event time (those are
-/// never before 1970), so it sorts first and no window counts it.
-const FREE: i64 = i64::MIN;
+use super::time48::Time48;
+
+/// A slot of `times` that holds no time. Times are stored one past their
+/// value (event times are never before 1970, so never below 1), so the free
+/// slot sorts first and no window counts it.
+const FREE: Time48 = Time48::ZERO;
+
+fn stored(ts: i64) -> Time48 {
+    Time48::new(ts.saturating_add(1))
+}
+
+fn time(t: Time48) -> i64 {
+    t.get() - 1
+}
 
 /// Sorted event times of one customer's events that match one counted rule.
 ///
-/// An exactly sized block (16 bytes in the customer, not a `Vec`'s 24), its
-/// free slots at the front: pruning frees slots without reallocating, and a
-/// new time takes a free slot before the block grows by one.
+/// An exactly sized block of 48-bit times (16 bytes in the customer, not a
+/// `Vec`'s 24), its free slots at the front: pruning frees slots without
+/// reallocating, and a new time takes a free slot before the block grows by one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CountWindow {
-    times: Box<[i64]>,
+    times: Box<[Time48]>,
 }
 
 impl CountWindow {
     /// The block, free slots included (for a prefetch).
-    pub fn times(&self) -> &[i64] {
+    pub fn block(&self) -> &[Time48] {
         &self.times
+    }
+
+    /// The times kept, oldest first.
+    pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.times[self.free()..].iter().map(|t| time(*t))
     }
 
     fn free(&self) -> usize {
         self.times.partition_point(|&t| t == FREE)
+    }
+
+    /// How many stored times are at or before `ts` (free slots included).
+    fn upto(&self, ts: i64) -> usize {
+        self.times.partition_point(|&t| t.get() <= ts.saturating_add(1))
     }
 
     pub fn record(&mut self, ts: i64) {
@@ -36,16 +57,17 @@ impl CountWindow {
             v.extend_from_slice(&self.times);
             self.times = v.into_boxed_slice();
         }
-        // The first slot is free: shift the times before `ts` into it.
-        let at = self.times.partition_point(|&t| t <= ts);
+        // The first slot is free: shift the times before `ts` into it (the
+        // free slot sorts before every time; `max` only guards the index).
+        let at = self.upto(ts).max(1);
         self.times[..at].rotate_left(1);
-        self.times[at - 1] = ts;
+        self.times[at - 1] = stored(ts);
     }
 
     /// Events with time in `(ts - within, ts]`.
     pub fn count_in(&self, ts: i64, within: i64) -> usize {
-        let hi = self.times.partition_point(|&t| t <= ts);
-        let lo = self.times.partition_point(|&t| t <= ts - within);
+        let hi = self.upto(ts);
+        let lo = self.upto(ts.saturating_sub(within)).max(self.free());
         hi.saturating_sub(lo)
     }
 
@@ -55,8 +77,8 @@ impl CountWindow {
     /// to "at least `keep`".
     pub fn prune(&mut self, watermark: i64, within: i64, keep: usize) {
         let free = self.free();
-        let dead = self.times.partition_point(|&t| t <= watermark.saturating_sub(within));
-        let before_wm = self.times.partition_point(|&t| t < watermark);
+        let dead = self.upto(watermark.saturating_sub(within));
+        let before_wm = self.upto(watermark.saturating_sub(1));
         let drop = dead.max(before_wm.saturating_sub(keep)).max(free);
         self.times[free..drop].fill(FREE);
         let len = self.times.len() - drop;
@@ -67,8 +89,8 @@ impl CountWindow {
 
     /// Combines two customers' windows (a merge): every event of both counts.
     pub fn merge(&mut self, other: CountWindow) {
-        let mut v: Vec<i64> = self.times.iter().chain(other.times.iter()).copied().filter(|&t| t != FREE).collect();
-        v.sort_unstable();
+        let mut v: Vec<Time48> = self.times.iter().chain(other.times.iter()).copied().filter(|&t| t != FREE).collect();
+        v.sort_unstable_by_key(|t| t.get());
         self.times = v.into_boxed_slice();
     }
 
@@ -110,6 +132,35 @@ mod tests {
         }
     }
 
+    /// Random times (from 0, the first possible), queries and prunes at a
+    /// rising watermark, against every time recorded.
+    #[test]
+    fn counts_match_every_time_recorded_with_pruning() {
+        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (within, keep) = (50, 3);
+        for _ in 0..200 {
+            let (mut w, mut all, mut watermark) = (CountWindow::default(), Vec::new(), 0_i64);
+            for _ in 0..100 {
+                // Events at or after the watermark; the watermark trails the latest by up to 20.
+                let ts = watermark + next(30) as i64;
+                w.record(ts);
+                all.push(ts);
+                let latest = *all.iter().max().unwrap_or(&0);
+                watermark = watermark.max(latest - next(20) as i64);
+                w.prune(watermark, within, keep);
+                let q = watermark + next(40) as i64;
+                let naive = all.iter().filter(|&&t| t > q - within && t <= q).count();
+                assert_eq!(w.count_in(q, within).min(keep), naive.min(keep), "at {q}, times {all:?}");
+            }
+        }
+    }
+
     #[test]
     fn pruned_slots_are_reused_before_the_block_grows() {
         let mut w = CountWindow::default();
@@ -117,18 +168,20 @@ mod tests {
             w.record(t);
         }
         w.prune(35, 10, 1);
-        assert_eq!((w.len(), w.times().len()), (2, 4), "two slots freed in place");
+        assert_eq!((w.len(), w.block().len()), (2, 4), "two slots freed in place");
         w.record(25); // late, before every kept time
         w.record(50);
-        assert_eq!(w.times(), &[25, 30, 40, 50]);
+        assert_eq!(w.times().collect::<Vec<_>>(), [25, 30, 40, 50]);
         w.record(45);
-        assert_eq!(w.times(), &[25, 30, 40, 45, 50], "grown by one when full");
+        assert_eq!(w.times().collect::<Vec<_>>(), [25, 30, 40, 45, 50], "grown by one when full");
+        assert_eq!(w.block().len(), 5);
         assert_eq!((w.count_in(50, 21), w.count_in(45, 1000)), (4, 4));
         let mut other = CountWindow::default();
         other.record(35);
         other.prune(100, 10, 0);
         other.record(60);
         w.merge(other);
-        assert_eq!(w.times(), &[25, 30, 40, 45, 50, 60], "a merge keeps the times of both, no free slots");
+        assert_eq!(w.times().collect::<Vec<_>>(), [25, 30, 40, 45, 50, 60]);
+        assert_eq!(w.block().len(), 6, "a merge keeps the times of both, no free slots");
     }
 }
