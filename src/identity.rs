@@ -264,7 +264,7 @@ impl Resolver {
 
     /// Approximate bytes held by the index, for the memory benchmark.
     pub fn heap_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1) + self.parent.heap_bytes() + self.size.heap_bytes() + self.limited.heap_bytes()
+        self.index.heap_bytes() + self.parent.heap_bytes() + self.size.heap_bytes() + self.limited.heap_bytes()
     }
 }
 

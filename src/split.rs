@@ -5,6 +5,7 @@
 //! for (10M ids: ~200 ms).
 
 use rustc_hash::FxHashMap;
+use std::hash::{Hash, Hasher};
 
 pub const PARTS: usize = 256;
 
@@ -17,8 +18,28 @@ pub fn part_of(key: u64) -> usize {
     ((key >> 40) & 0xff) as usize
 }
 
+/// A key in two 4-byte halves, hashed as the `u64` it is: an entry with a
+/// `u32` value takes 12 bytes, where `(u64, u32)` pads to 16 (at 10M ids,
+/// 40 MB less resident).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u32; 2]);
+
+impl Key {
+    #[inline]
+    fn new(k: u64) -> Key {
+        Key([k as u32, (k >> 32) as u32])
+    }
+}
+
+impl Hash for Key {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(u64::from(self.0[0]) | u64::from(self.0[1]) << 32);
+    }
+}
+
 pub struct SplitMap<V> {
-    parts: Box<[FxHashMap<u64, V>]>,
+    parts: Box<[FxHashMap<Key, V>]>,
 }
 
 impl<V> Default for SplitMap<V> {
@@ -30,16 +51,16 @@ impl<V> Default for SplitMap<V> {
 impl<V> SplitMap<V> {
     #[inline]
     pub fn get(&self, key: &u64) -> Option<&V> {
-        self.parts[part_of(*key)].get(key)
+        self.parts[part_of(*key)].get(&Key::new(*key))
     }
 
     #[inline]
     pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
-        self.parts[part_of(key)].insert(key, value)
+        self.parts[part_of(key)].insert(Key::new(key), value)
     }
 
     pub fn remove(&mut self, key: &u64) -> Option<V> {
-        self.parts[part_of(*key)].remove(key)
+        self.parts[part_of(*key)].remove(&Key::new(*key))
     }
 
     pub fn len(&self) -> usize {
@@ -53,6 +74,11 @@ impl<V> SplitMap<V> {
     /// Entries the parts have room for.
     pub fn capacity(&self) -> usize {
         self.parts.iter().map(|p| p.capacity()).sum()
+    }
+
+    /// What the parts' tables take: an entry and a control byte per room.
+    pub fn heap_bytes(&self) -> usize {
+        self.capacity() * (std::mem::size_of::<(Key, V)>() + 1)
     }
 }
 
@@ -74,6 +100,8 @@ mod tests {
         assert_eq!(m.remove(&keys[8]), Some(8));
         assert_eq!((m.get(&keys[8]), m.len()), (None, keys.len() - 1));
         assert!(m.capacity() >= m.len() && !m.is_empty());
+        assert_eq!(SplitMap::<u32>::default().heap_bytes(), 0);
+        assert_eq!(std::mem::size_of::<(Key, u32)>(), 12, "an entry with a u32 value packs in 12 bytes");
     }
 
     #[test]
