@@ -25,7 +25,7 @@ pub fn next_due(plan: &Plan, c: &Customer) -> i64 {
     }
     for (trigger, s) in plan.triggers.iter().zip(&c.triggers) {
         if s.is_pending() {
-            due = due.min(trigger_due(s.pending_due));
+            due = due.min(trigger_due(s.pending_due()));
         }
         if let Some(at) = trigger.inactivity().and_then(|d| inactive_at(c, trigger.armed_bit, d)) {
             due = due.min(at);

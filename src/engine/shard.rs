@@ -6,7 +6,7 @@
 //! models step (`Plan::on_event`), each transition credited to the touches
 //! that led to it; funnels advance; the segment cell is recomputed.
 
-use super::customer::{answers, Consent, Customer, CustomerView, Forgotten};
+use super::customer::{answers, put_earlier_sent, take_earlier_sent, Consent, Customer, CustomerView, Forgotten};
 use super::due::{self, inactive_at, rewake, trigger_due};
 use super::ops::{EventOp, MergeCause};
 use super::table::CustomerTable;
@@ -249,7 +249,11 @@ impl Shard {
             }
         }
         for (ti, trigger) in plan.triggers.iter().enumerate() {
-            match trigger.merge(&mut c.triggers[ti], std::mem::take(&mut other.triggers[ti])) {
+            let mut earlier = take_earlier_sent(&mut c.extras, ti);
+            let theirs = take_earlier_sent(&mut other.extras, ti);
+            let merged = trigger.merge(&mut c.triggers[ti], other.triggers[ti], &mut earlier, &theirs);
+            put_earlier_sent(&mut c.extras, ti, earlier);
+            match merged {
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
                 OnEvent::Scheduled { .. } | OnEvent::Nothing | OnEvent::DueNow => {}
             }
@@ -304,9 +308,9 @@ fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut C
     }
     for ti in 0..plan.triggers.len() {
         let state = &mut c.triggers[ti];
-        if state.is_pending() && trigger_due(state.pending_due) <= due {
-            let (from, at) = (plan.triggers[ti].pending_from(state), state.pending_due);
-            state.pending_due = i64::MIN;
+        if state.is_pending() && trigger_due(state.pending_due()) <= due {
+            let (from, at) = (plan.triggers[ti].pending_from(state), state.pending_due());
+            state.clear_pending();
             out.trigger(metrics, plan, c, ti, from, at, "timeout");
         }
     }
@@ -374,7 +378,10 @@ impl Output {
     #[allow(clippy::too_many_arguments)]
     fn trigger(&mut self, metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, ti: usize, from: i64, at: i64, reason: &str) {
         let trigger = &plan.triggers[ti];
-        match trigger.decide(&mut c.triggers[ti], answers(&c.consent), at) {
+        let mut earlier = take_earlier_sent(&mut c.extras, ti);
+        let decision = trigger.decide(&mut c.triggers[ti], answers(&c.extras), &mut earlier, at);
+        put_earlier_sent(&mut c.extras, ti, earlier);
+        match decision {
             Decision::Send(channel) => {
                 metrics.trigger_sent(ti, channel);
                 if !self.emit || self.muted {
@@ -545,6 +552,38 @@ channels = ["email"]
         assert_eq!(cancelled(&metrics, 0), 1, "the first reminder was cancelled by a purchase in its window");
         s.advance(24 * HOUR + 25 * 24 * HOUR + 1);
         assert_eq!(triggers_sent(&mut s), ["journey.trigger.replenishment"], "the second one fires");
+    }
+
+    /// A cap above one keeps the earlier sends in the customer's extras,
+    /// and a merge combines both sides' sends.
+    #[test]
+    fn a_cap_of_two_counts_both_customers_sends_after_a_merge() {
+        let (mut s, metrics) = shard_of(
+            "[channels]\napp = \"tech\"\n[[trigger]]\nname = \"welcome\"\non = { kind = \"signup\" }\nchannels = [\"app\"]\ncap = { max = 2, per = \"24h\" }\n",
+        );
+        let capped = |m: &Metrics| m.triggers[0].suppressed[Suppressed::Cap as usize].get();
+        for ts in [0, HOUR, 2 * HOUR] {
+            s.apply_event(&event(&s, 1, "signup", ts));
+        }
+        s.metrics.flush();
+        assert_eq!((triggers_sent(&mut s).len(), capped(&metrics)), (2, 1), "two sends in 24h, the third held back");
+        let earlier = |s: &mut Shard, key| s.customers.get(key).and_then(|c| c.extras.as_ref()).map(|e| e.sent.clone());
+        assert_eq!(earlier(&mut s, 1), Some(vec![vec![0]]), "the send before the latest is kept in the extras");
+        s.apply_event(&event(&s, 2, "signup", 26 * HOUR));
+        assert_eq!(earlier(&mut s, 2), None, "one send: no extras");
+        s.apply_event(&event(&s, 2, "signup", 30 * HOUR));
+        assert_eq!(earlier(&mut s, 2), Some(vec![vec![26 * HOUR]]));
+        assert_eq!(triggers_sent(&mut s).len(), 2);
+        let other = s.evict(2, 30 * HOUR).expect("customer 2");
+        let cause = MergeCause { ts: 30 * HOUR, channel: 0, event_id: "m".into(), watermark: 30 * HOUR, new_ids: Vec::new() };
+        s.merge(1, other, &cause);
+        assert_eq!(earlier(&mut s, 1), Some(vec![vec![26 * HOUR]]), "the latest two of both sides' four: 26h and 30h");
+        s.apply_event(&event(&s, 1, "signup", 31 * HOUR));
+        s.metrics.flush();
+        assert_eq!((triggers_sent(&mut s).len(), capped(&metrics)), (0, 2), "the other side's two sends hold this one back");
+        s.apply_event(&event(&s, 1, "signup", 50 * HOUR + 1));
+        s.metrics.flush();
+        assert_eq!((triggers_sent(&mut s).len(), capped(&metrics)), (1, 2), "26h has left the window");
     }
 
     #[test]

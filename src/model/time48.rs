@@ -42,6 +42,44 @@ impl Ord for Time48 {
     }
 }
 
+/// An event time or none, in six bytes: the time one past its value (event
+/// times are never before 1970), zero for none. `i64::MIN` stands for none
+/// on the way in and out, as in the fields these replace.
+/// Ordered as the `i64` it stands for: none first.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OptTime48(Time48);
+
+impl OptTime48 {
+    pub const NONE: OptTime48 = OptTime48(Time48::ZERO);
+
+    pub fn new(ms: i64) -> OptTime48 {
+        if ms == i64::MIN {
+            OptTime48::NONE
+        } else {
+            OptTime48(Time48::new(ms.max(0).saturating_add(1)))
+        }
+    }
+
+    /// The time, or `i64::MIN` for none.
+    pub fn get(self) -> i64 {
+        self.option().unwrap_or(i64::MIN)
+    }
+
+    pub fn option(self) -> Option<i64> {
+        (self != OptTime48::NONE).then(|| self.0.get() - 1)
+    }
+
+    pub fn is_some(self) -> bool {
+        self != OptTime48::NONE
+    }
+}
+
+impl std::fmt::Debug for OptTime48 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.option().fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +94,16 @@ mod tests {
         assert!(Time48::new(65_536) > Time48::new(65_535), "ordered by time, not by bytes");
         assert_eq!(std::mem::size_of::<Time48>(), 6);
         assert_eq!(std::mem::align_of::<Time48>(), 2);
+    }
+
+    #[test]
+    fn an_optional_time_keeps_zero_apart_from_none() {
+        for ms in [0, 1, 1_700_000_000_123, MAX - 1] {
+            assert_eq!((OptTime48::new(ms).get(), OptTime48::new(ms).option()), (ms, Some(ms)));
+        }
+        assert_eq!((OptTime48::new(i64::MIN).get(), OptTime48::default().option()), (i64::MIN, None));
+        assert!(!OptTime48::default().is_some() && OptTime48::new(0).is_some());
+        assert!(OptTime48::NONE < OptTime48::new(0) && OptTime48::new(65_536) > OptTime48::new(65_535));
+        assert_eq!(std::mem::size_of::<OptTime48>(), 6);
     }
 }

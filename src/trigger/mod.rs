@@ -17,6 +17,7 @@
 use crate::catalog::{Catalog, ChannelId};
 use crate::config::{parse_hhmm, parse_utc_offset, TriggerConfig};
 use crate::engine::customer::Consent;
+use crate::model::time48::OptTime48;
 use crate::model::{Matcher, Touch};
 use smallvec::SmallVec;
 
@@ -80,66 +81,49 @@ pub struct Trigger {
     pub armed_bit: u64,
 }
 
-/// One customer's state for one trigger.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One customer's state for one trigger: three event times, 18 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TriggerState {
-    /// Due time of the waiting trigger (`i64::MIN`: none waiting).
-    pub pending_due: i64,
-    /// Time of the latest `unless` event applied (`i64::MIN`: none), so that
-    /// one that arrived before its `on` event (within the allowed lateness)
-    /// still cancels.
-    last_unless: i64,
-    sent: SendLog,
-}
-
-impl Default for TriggerState {
-    fn default() -> Self {
-        TriggerState { pending_due: i64::MIN, last_unless: i64::MIN, sent: SendLog::default() }
-    }
+    /// Due time of the waiting trigger (none: none waiting).
+    pending_due: OptTime48,
+    /// Time of the latest `unless` event applied, so that one that arrived
+    /// before its `on` event (within the allowed lateness) still cancels.
+    last_unless: OptTime48,
+    /// When it was last sent. A cap above one counts earlier sends too: the
+    /// caller keeps those (see [`Trigger::decide`]), since few triggers need them.
+    last_sent: OptTime48,
 }
 
 impl TriggerState {
     pub fn is_pending(&self) -> bool {
-        self.pending_due != i64::MIN
-    }
-}
-
-/// When a capped trigger was sent, the latest `cap.max` times kept: the
-/// latest in place (a cap of one, the usual, needs no more), earlier ones in
-/// a heap block. 16 bytes per customer and trigger.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct SendLog {
-    /// `i64::MIN`: never sent.
-    latest: i64,
-    /// Boxed for a thin pointer: 8 bytes here instead of a `Vec`'s 24, in
-    /// every customer, for a list that only a cap above one ever fills.
-    #[allow(clippy::box_collection)]
-    earlier: Option<Box<Vec<i64>>>,
-}
-
-impl Default for SendLog {
-    fn default() -> Self {
-        SendLog { latest: i64::MIN, earlier: None }
-    }
-}
-
-impl SendLog {
-    /// The times kept, in time order.
-    fn iter(&self) -> impl Iterator<Item = i64> + '_ {
-        let latest = (self.latest != i64::MIN).then_some(self.latest);
-        self.earlier.iter().flat_map(|v| v.iter().copied()).chain(latest)
+        self.pending_due.is_some()
     }
 
-    /// Adds `times` and keeps the latest `max`.
-    fn keep_latest(&mut self, times: impl Iterator<Item = i64>, max: usize) {
-        let mut all: SmallVec<[i64; 8]> = self.iter().chain(times).collect();
+    /// Due time of the waiting trigger (`i64::MIN`: none waiting).
+    pub fn pending_due(&self) -> i64 {
+        self.pending_due.get()
+    }
+
+    pub fn clear_pending(&mut self) {
+        self.pending_due = OptTime48::NONE;
+    }
+
+    /// The send times a cap counts, in time order: `earlier`, then the latest.
+    fn sent<'a>(&self, earlier: &'a [i64]) -> impl Iterator<Item = i64> + 'a {
+        earlier.iter().copied().chain(self.last_sent.option())
+    }
+
+    /// Adds `times` to the send log (`earlier` and the latest) and keeps the latest `max`.
+    fn keep_sent(&mut self, earlier: &mut Vec<i64>, times: impl Iterator<Item = i64>, max: usize) {
+        let mut all: SmallVec<[i64; 8]> = self.sent(earlier).chain(times).collect();
         all.sort_unstable();
         let all = &all[all.len().saturating_sub(max)..];
+        earlier.clear();
         match all.split_last() {
-            None => *self = SendLog::default(),
-            Some((latest, earlier)) => {
-                self.latest = *latest;
-                self.earlier = (!earlier.is_empty()).then(|| Box::new(earlier.to_vec()));
+            None => self.last_sent = OptTime48::NONE,
+            Some((latest, before)) => {
+                self.last_sent = OptTime48::new(*latest);
+                earlier.extend_from_slice(before);
             }
         }
     }
@@ -205,7 +189,7 @@ impl Trigger {
 
     /// Time of the event that started the wait (`within` before its due time).
     pub fn pending_from(&self, s: &TriggerState) -> i64 {
-        s.pending_due - self.within.unwrap_or(0)
+        s.pending_due() - self.within.unwrap_or(0)
     }
 
     pub fn inactivity(&self) -> Option<i64> {
@@ -222,9 +206,9 @@ impl Trigger {
         let mut cancelled = false;
         if let Some(unless) = &self.unless {
             if unless.matches(t) {
-                s.last_unless = s.last_unless.max(t.ts);
-                if s.is_pending() && t.ts > self.pending_from(s) && t.ts <= s.pending_due {
-                    s.pending_due = i64::MIN;
+                s.last_unless = OptTime48::new(s.last_unless.get().max(t.ts));
+                if s.is_pending() && t.ts > self.pending_from(s) && t.ts <= s.pending_due() {
+                    s.clear_pending();
                     cancelled = true;
                 }
             }
@@ -234,11 +218,12 @@ impl Trigger {
                 return match self.within {
                     Some(w) => {
                         let due = t.ts.saturating_add(w);
-                        if self.unless.is_some() && s.last_unless > t.ts && s.last_unless <= due {
+                        let last_unless = s.last_unless.get();
+                        if self.unless.is_some() && last_unless > t.ts && last_unless <= due {
                             // Its `unless` came already: this wait is over before it began.
                             return OnEvent::Cancelled;
                         }
-                        s.pending_due = due;
+                        s.pending_due = OptTime48::new(due);
                         OnEvent::Scheduled { due, cancelled }
                     }
                     None => OnEvent::DueNow,
@@ -254,7 +239,9 @@ impl Trigger {
 
     /// Decides a due trigger at event time `at`: consent first (never disturb
     /// a customer who said no), then quiet hours, then the frequency cap.
-    pub fn decide(&self, s: &mut TriggerState, consent: &[Consent], at: i64) -> Decision {
+    /// `earlier`: the sends before the latest that a cap above one counts
+    /// (the caller keeps them; with a cap of one it stays empty).
+    pub fn decide(&self, s: &mut TriggerState, consent: &[Consent], earlier: &mut Vec<i64>, at: i64) -> Decision {
         let channel = match &self.consent {
             Some(purpose) => self.channels.iter().copied().find(|ch| consented(consent, purpose, *ch)),
             None => self.channels.first().copied(),
@@ -266,11 +253,11 @@ impl Trigger {
         if let Some((max, per)) = self.cap {
             // Sent within `per` of `at` on either side: due times run
             // backwards by up to the allowed lateness.
-            let recent = s.sent.iter().filter(|&x| x > at.saturating_sub(per) && x < at.saturating_add(per)).count();
+            let recent = s.sent(earlier).filter(|&x| x > at.saturating_sub(per) && x < at.saturating_add(per)).count();
             if recent >= max as usize {
                 return Decision::Suppress(Suppressed::Cap);
             }
-            s.sent.keep_latest(std::iter::once(at), max as usize);
+            s.keep_sent(earlier, std::iter::once(at), max as usize);
         }
         Decision::Send(channel)
     }
@@ -279,22 +266,24 @@ impl Trigger {
     /// trigger stays, else the other's; send history combines for the cap.
     /// An `unless` event of either side in the waiting trigger's window
     /// cancels it (`Cancelled`). `Scheduled` when the survivor took over the
-    /// other's wait, whose timer is queued under the other's key.
-    pub fn merge(&self, s: &mut TriggerState, other: TriggerState) -> OnEvent {
+    /// other's wait, whose timer is queued under the other's key. `earlier`
+    /// and `other_earlier`: both sides' earlier sends (see [`Trigger::decide`]).
+    pub fn merge(&self, s: &mut TriggerState, other: TriggerState, earlier: &mut Vec<i64>, other_earlier: &[i64]) -> OnEvent {
         let took = !s.is_pending() && other.is_pending();
         s.last_unless = s.last_unless.max(other.last_unless);
         if took {
             s.pending_due = other.pending_due;
         }
         if let Some((max, _)) = self.cap {
-            s.sent.keep_latest(other.sent.iter(), max as usize);
+            s.keep_sent(earlier, other.sent(other_earlier), max as usize);
         }
-        if s.is_pending() && self.unless.is_some() && s.last_unless > self.pending_from(s) && s.last_unless <= s.pending_due {
-            s.pending_due = i64::MIN;
+        let last_unless = s.last_unless.get();
+        if s.is_pending() && self.unless.is_some() && last_unless > self.pending_from(s) && last_unless <= s.pending_due() {
+            s.clear_pending();
             return OnEvent::Cancelled;
         }
         match took {
-            true => OnEvent::Scheduled { due: s.pending_due, cancelled: false },
+            true => OnEvent::Scheduled { due: s.pending_due(), cancelled: false },
             false => OnEvent::Nothing,
         }
     }
@@ -361,10 +350,10 @@ consent = "marketing"
         let mut s = TriggerState::default();
         let push = cat.channel("push").unwrap();
         let no_push = Consent { purpose: "marketing".into(), channel: Some(push), granted: false, ts: 1 };
-        assert_eq!(t.decide(&mut s, std::slice::from_ref(&no_push), NOON), Decision::Send(cat.channel("sms").unwrap()));
+        assert_eq!(t.decide(&mut s, std::slice::from_ref(&no_push), &mut Vec::new(), NOON), Decision::Send(cat.channel("sms").unwrap()));
         let mut s = TriggerState::default();
         let no_all = Consent { purpose: "marketing".into(), channel: None, granted: false, ts: 2 };
-        assert_eq!(t.decide(&mut s, &[no_push, no_all], NOON), Decision::Suppress(Suppressed::Consent));
+        assert_eq!(t.decide(&mut s, &[no_push, no_all], &mut Vec::new(), NOON), Decision::Suppress(Suppressed::Consent));
     }
 
     #[test]
@@ -372,28 +361,30 @@ consent = "marketing"
         let (_, t) = setup();
         let mut s = TriggerState::default();
         let night = NOON + 11 * HOUR; // 23:00 local
-        assert_eq!(t.decide(&mut s, &[], night), Decision::Suppress(Suppressed::QuietHours));
-        assert!(matches!(t.decide(&mut s, &[], NOON), Decision::Send(_)));
-        assert_eq!(t.decide(&mut s, &[], NOON + HOUR), Decision::Suppress(Suppressed::Cap));
-        assert!(matches!(t.decide(&mut s, &[], NOON + 24 * HOUR), Decision::Send(_)), "the cap window has passed");
+        assert_eq!(t.decide(&mut s, &[], &mut Vec::new(), night), Decision::Suppress(Suppressed::QuietHours));
+        assert!(matches!(t.decide(&mut s, &[], &mut Vec::new(), NOON), Decision::Send(_)));
+        assert_eq!(t.decide(&mut s, &[], &mut Vec::new(), NOON + HOUR), Decision::Suppress(Suppressed::Cap));
+        assert!(matches!(t.decide(&mut s, &[], &mut Vec::new(), NOON + 24 * HOUR), Decision::Send(_)), "the cap window has passed");
     }
 
     #[test]
     fn a_cap_above_one_keeps_that_many_send_times_across_sends_and_merges() {
         let c = config::parse(&CONFIG.replace("max = 1, per = \"24h\"", "max = 3, per = \"24h\"")).unwrap().config;
         let t = Trigger::compile(&c.triggers[0], &Catalog::new(&c));
-        let mut s = TriggerState::default();
+        let (mut s, mut e) = (TriggerState::default(), Vec::new());
         for h in [0, 1, 2] {
-            assert!(matches!(t.decide(&mut s, &[], NOON + h * HOUR), Decision::Send(_)), "send {h}");
+            assert!(matches!(t.decide(&mut s, &[], &mut e, NOON + h * HOUR), Decision::Send(_)), "send {h}");
         }
-        assert_eq!(t.decide(&mut s, &[], NOON + 3 * HOUR), Decision::Suppress(Suppressed::Cap), "three in 24h");
-        assert!(matches!(t.decide(&mut s, &[], NOON + 24 * HOUR), Decision::Send(_)), "the first left the window");
-        assert_eq!(s.sent.iter().collect::<Vec<_>>(), [NOON + HOUR, NOON + 2 * HOUR, NOON + 24 * HOUR]);
-        let mut other = TriggerState::default();
-        t.decide(&mut other, &[], NOON + 23 * HOUR);
-        t.merge(&mut s, other);
-        assert_eq!(s.sent.iter().collect::<Vec<_>>(), [NOON + 2 * HOUR, NOON + 23 * HOUR, NOON + 24 * HOUR], "the latest three of both");
-        assert_eq!(t.decide(&mut s, &[], NOON + 25 * HOUR), Decision::Suppress(Suppressed::Cap));
+        assert_eq!(t.decide(&mut s, &[], &mut e, NOON + 3 * HOUR), Decision::Suppress(Suppressed::Cap), "three in 24h");
+        assert!(matches!(t.decide(&mut s, &[], &mut e, NOON + 24 * HOUR), Decision::Send(_)), "the first left the window");
+        assert_eq!(s.sent(&e).collect::<Vec<_>>(), [NOON + HOUR, NOON + 2 * HOUR, NOON + 24 * HOUR]);
+        assert_eq!(e, [NOON + HOUR, NOON + 2 * HOUR], "the caller keeps the sends before the latest");
+        let (mut other, mut other_e) = (TriggerState::default(), Vec::new());
+        t.decide(&mut other, &[], &mut other_e, NOON + 23 * HOUR);
+        assert!(other_e.is_empty(), "one send: nothing before the latest");
+        t.merge(&mut s, other, &mut e, &other_e);
+        assert_eq!(s.sent(&e).collect::<Vec<_>>(), [NOON + 2 * HOUR, NOON + 23 * HOUR, NOON + 24 * HOUR], "the latest three of both");
+        assert_eq!(t.decide(&mut s, &[], &mut e, NOON + 25 * HOUR), Decision::Suppress(Suppressed::Cap));
     }
 
     #[test]
@@ -405,7 +396,7 @@ consent = "marketing"
         let t = Trigger::compile(&c.triggers[0], &cat);
         let no_push = Consent { purpose: "marketing".into(), channel: cat.channel("push"), granted: false, ts: 1 };
         let mut s = TriggerState::default();
-        match t.decide(&mut s, std::slice::from_ref(&no_push), NOON) {
+        match t.decide(&mut s, std::slice::from_ref(&no_push), &mut Vec::new(), NOON) {
             Decision::Send(ch) => assert_eq!(cat.channel_name(ch), "sms"),
             other => panic!("sms was never withdrawn, got {other:?}"),
         }
@@ -415,8 +406,8 @@ consent = "marketing"
     fn the_cap_counts_a_message_sent_at_a_later_event_time() {
         let (_, t) = setup();
         let mut s = TriggerState::default();
-        assert!(matches!(t.decide(&mut s, &[], NOON), Decision::Send(_)));
-        assert_eq!(t.decide(&mut s, &[], NOON - 3_000), Decision::Suppress(Suppressed::Cap), "one went out 3 s from this one");
-        assert!(matches!(t.decide(&mut s, &[], NOON - 24 * HOUR), Decision::Send(_)), "a day before is outside the cap");
+        assert!(matches!(t.decide(&mut s, &[], &mut Vec::new(), NOON), Decision::Send(_)));
+        assert_eq!(t.decide(&mut s, &[], &mut Vec::new(), NOON - 3_000), Decision::Suppress(Suppressed::Cap), "one went out 3 s from this one");
+        assert!(matches!(t.decide(&mut s, &[], &mut Vec::new(), NOON - 24 * HOUR), Decision::Send(_)), "a day before is outside the cap");
     }
 }
