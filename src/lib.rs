@@ -37,6 +37,8 @@ pub mod requests;
 pub mod sim;
 pub mod split;
 pub mod stats;
+#[cfg(test)]
+mod test_rng;
 pub mod trigger;
 
 use anyhow::Context;

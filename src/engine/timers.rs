@@ -247,6 +247,7 @@ impl TimerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     fn t(due: i64, key: u32) -> Timer {
         Timer { due, key }
@@ -302,17 +303,6 @@ mod tests {
         }
         assert_eq!(popped.len(), 54);
         assert!(popped.windows(2).all(|w| w[0] <= w[1]), "not in due order: {popped:?}");
-    }
-
-    /// A small deterministic generator (xorshift64*), for the random schedules.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-        }
     }
 
     #[test]

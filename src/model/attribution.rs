@@ -399,13 +399,8 @@ mod tests {
     /// none within its span of the newest.
     #[test]
     fn the_ring_keeps_the_latest_touches_within_its_span_as_the_base_moves() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next = |n: u64| rng.below(n);
         let lateness = DAY;
         for max in [1, 3, 32] {
             let h = History::new(max, 30 * DAY + lateness);

@@ -136,13 +136,8 @@ mod tests {
     /// rising watermark, against every time recorded.
     #[test]
     fn counts_match_every_time_recorded_with_pruning() {
-        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::test_rng::Rng(0x2545_F491_4F6C_DD1D);
+        let mut next = |n: u64| rng.below(n);
         let (within, keep) = (50, 3);
         for _ in 0..200 {
             let (mut w, mut all, mut watermark) = (CountWindow::default(), Vec::new(), 0_i64);
