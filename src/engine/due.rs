@@ -8,11 +8,12 @@
 use super::customer::Customer;
 use super::timers::{Timer, TimerQueue};
 use crate::identity::CustomerKey;
+use crate::model::time48::Due48;
 use crate::model::Plan;
 
 /// The earliest deadline of `c`, or `i64::MAX` when it has none.
 pub fn next_due(plan: &Plan, c: &Customer) -> i64 {
-    let mut due = c.segment_due;
+    let mut due = c.segment_due.get();
     for (i, d) in plan.inactivity.iter().enumerate() {
         if let Some(at) = inactive_at(c, 1u64 << i, *d) {
             due = due.min(at);
@@ -37,16 +38,18 @@ pub fn next_due(plan: &Plan, c: &Customer) -> i64 {
 /// When the inactivity deadline of `armed` bit `bit` (duration `d`) falls,
 /// if it is armed: `d` after the customer's last event.
 pub fn inactive_at(c: &Customer, bit: u64, d: i64) -> Option<i64> {
-    (c.armed & bit != 0).then(|| c.last_seen.saturating_add(d))
+    (c.armed & bit != 0).then(|| c.last_seen.get().saturating_add(d))
 }
 
 /// Queues a timer for `c`'s earliest deadline, unless one at least as soon
 /// is queued already.
 pub fn rewake(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Customer) {
-    let due = next_due(plan, c);
+    // In the customer's precision (a due time past 48 bits never comes), so
+    // that the queued timer's due time is exactly the customer's `wake`.
+    let due = Due48::new(next_due(plan, c));
     if due < c.wake {
         c.wake = due;
-        timers.push(Timer { due, key });
+        timers.push(Timer { due: due.get(), key });
     }
 }
 

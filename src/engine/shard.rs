@@ -16,6 +16,7 @@ use crate::emit::{sort_credits, to_bytes, Cause, Credit, Outbound, Transition, T
 use crate::identity::CustomerKey;
 use crate::metrics::local::ShardMetrics;
 use crate::model::attribution::PackedTouch;
+use crate::model::time48::{Due48, Time48};
 use crate::model::{Fired, Plan};
 use crate::trigger::{Decision, OnEvent, Suppressed};
 use async_nats::Subject;
@@ -143,8 +144,8 @@ impl Shard {
             self.out.transition(&mut self.metrics, &self.scratch.credits, c.one_id(), f, &origin);
         }
         c.touches.push(touch, plan.attribution.history);
-        c.first_seen = c.first_seen.min(t.ts);
-        c.last_seen = c.last_seen.max(t.ts);
+        c.first_seen = c.first_seen.min(Time48::new(t.ts));
+        c.last_seen = c.last_seen.max(Time48::new(t.ts));
         c.count_activity(t.channel, t.kind);
         if let Some(change) = &ev.consent {
             c.set_consent(Consent { purpose: change.purpose.clone(), channel: change.channel, granted: change.granted, ts: t.ts });
@@ -184,10 +185,10 @@ impl Shard {
             // as the worker does for events.
             self.customers.prefetch_ahead(|n| self.timers.key_ahead(n));
             let Some(c) = self.customers.get_mut(timer.key) else { continue };
-            if c.wake != timer.due {
+            if c.wake.get() != timer.due {
                 continue; // Stale: a sooner timer was queued since.
             }
-            c.wake = i64::MAX;
+            c.wake = Due48::NEVER;
             fire_due(&mut self.out, &mut self.metrics, plan, c, timer.due, watermark);
             rewake(&mut self.timers, plan, timer.key, c);
         }
@@ -211,8 +212,8 @@ impl Shard {
             // absorbed customer continues under the survivor's key.
             // Its timers are queued under its old key, which no longer finds
             // it: queue them again under the survivor's.
-            other.wake = i64::MAX;
-            other.segment_due = i64::MAX;
+            other.wake = Due48::NEVER;
+            other.segment_due = Due48::NEVER;
             other.ids.link(&cause.new_ids);
             due::arm(plan, &mut other);
             resegment(&self.metrics, plan, &mut other, cause.watermark);
@@ -302,8 +303,8 @@ fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut C
             funnel.on_watermark(&mut c.funnels[fi], watermark, |e| metrics.funnel(fi, e));
         }
     }
-    if c.segment_due <= due {
-        c.segment_due = i64::MAX;
+    if c.segment_due.get() <= due {
+        c.segment_due = Due48::NEVER;
         resegment(metrics, plan, c, watermark);
     }
     for ti in 0..plan.triggers.len() {
@@ -317,7 +318,7 @@ fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut C
     for (ti, trigger) in plan.triggers.iter().enumerate() {
         let Some(at) = trigger.inactivity().and_then(|d| inactive_at(c, trigger.armed_bit, d)).filter(|at| *at <= due) else { continue };
         c.armed &= !trigger.armed_bit;
-        let from = c.last_seen;
+        let from = c.last_seen.get();
         out.trigger(metrics, plan, c, ti, from, at, "inactivity");
     }
 }
@@ -329,7 +330,7 @@ fn resegment(metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, watermark: i
     metrics.move_segment(Some(c.segment.cell), Some(cell));
     c.segment.cell = cell;
     if let Some(due) = plan.segments.next_change(&c.segment) {
-        c.segment_due = c.segment_due.min(due);
+        c.segment_due = c.segment_due.min(Due48::new(due));
     }
 }
 

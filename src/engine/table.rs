@@ -201,22 +201,22 @@ mod tests {
         for k in (0..3000u32).step_by(2) {
             let (c, created) = t.get_or_insert_with(k, || Customer::new(&plan, k as i64));
             assert!(created);
-            assert_eq!(c.first_seen, k as i64);
+            assert_eq!(c.first_seen.get(), k as i64);
         }
         assert_eq!(t.len(), 1500);
         assert!(t.get(1).is_none() && t.get(5000).is_none());
-        assert_eq!(t.get(2998).map(|c| c.first_seen), Some(2998));
+        assert_eq!(t.get(2998).map(|c| c.first_seen.get()), Some(2998));
         let (_, created) = t.get_or_insert_with(4, || unreachable!("key 4 exists"));
         assert!(!created);
         let slot_of_4 = t.slot_of(4);
-        assert_eq!(t.remove(4).map(|c| c.first_seen), Some(4));
+        assert_eq!(t.remove(4).map(|c| c.first_seen.get()), Some(4));
         assert!(t.remove(4).is_none() && t.get(4).is_none());
         assert_eq!(t.len(), 1499);
         t.insert(7, Customer::new(&plan, 70));
         assert_eq!(t.slot_of(7), slot_of_4, "the freed slot is reused");
-        assert_eq!(t.get_mut(7).map(|c| c.first_seen), Some(70));
+        assert_eq!(t.get_mut(7).map(|c| c.first_seen.get()), Some(70));
         t.insert(7, Customer::new(&plan, 71));
-        assert_eq!((t.len(), t.get(7).map(|c| c.first_seen)), (1500, Some(71)), "insert over a key replaces");
+        assert_eq!((t.len(), t.get(7).map(|c| c.first_seen.get())), (1500, Some(71)), "insert over a key replaces");
         t.prefetch_index(7);
         t.prefetch_customer(7);
         t.prefetch_customer(1_000_000);

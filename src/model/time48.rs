@@ -80,6 +80,40 @@ impl std::fmt::Debug for OptTime48 {
     }
 }
 
+/// A due time or never, in six bytes. Never is the largest value, so that
+/// `min` keeps the sooner of two; `i64::MAX` stands for it on the way in
+/// and out. A time at or past the largest 48-bit time (the year 10889) is
+/// never.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Due48(Time48);
+
+impl Due48 {
+    pub const NEVER: Due48 = Due48(Time48([u16::MAX; 3]));
+
+    pub fn new(ms: i64) -> Due48 {
+        if ms >= MAX {
+            Due48::NEVER
+        } else {
+            Due48(Time48::new(ms))
+        }
+    }
+
+    /// The due time, or `i64::MAX` for never.
+    pub fn get(self) -> i64 {
+        if self == Due48::NEVER {
+            i64::MAX
+        } else {
+            self.0.get()
+        }
+    }
+}
+
+impl std::fmt::Debug for Due48 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +128,16 @@ mod tests {
         assert!(Time48::new(65_536) > Time48::new(65_535), "ordered by time, not by bytes");
         assert_eq!(std::mem::size_of::<Time48>(), 6);
         assert_eq!(std::mem::align_of::<Time48>(), 2);
+    }
+
+    #[test]
+    fn a_due_time_round_trips_and_never_sorts_last() {
+        for ms in [0, 1_700_000_000_123, MAX - 1] {
+            assert_eq!(Due48::new(ms).get(), ms);
+        }
+        assert_eq!((Due48::new(i64::MAX).get(), Due48::new(MAX).get()), (i64::MAX, i64::MAX), "never, and past 48 bits");
+        assert!(Due48::new(MAX - 1) < Due48::NEVER && Due48::new(65_536) > Due48::new(65_535));
+        assert_eq!(Due48::new(5).min(Due48::NEVER), Due48::new(5));
     }
 
     #[test]
