@@ -2,20 +2,11 @@
 //! `(ts - within, ts]`. Kept exact under out-of-order arrival and bounded:
 //! entries that no future event's window can reach are pruned.
 
-use super::time48::Time48;
+use super::time48::OptTime48;
 
-/// A slot of `times` that holds no time. Times are stored one past their
-/// value (event times are never before 1970, so never below 1), so the free
-/// slot sorts first and no window counts it.
-const FREE: Time48 = Time48::ZERO;
-
-fn stored(ts: i64) -> Time48 {
-    Time48::new(ts.saturating_add(1))
-}
-
-fn time(t: Time48) -> i64 {
-    t.get() - 1
-}
+/// A slot of `times` that holds no time: it reads as `i64::MIN`, so it sorts
+/// before every time and no window counts it.
+const FREE: OptTime48 = OptTime48::NONE;
 
 /// Sorted event times of one customer's events that match one counted rule.
 ///
@@ -24,27 +15,27 @@ fn time(t: Time48) -> i64 {
 /// reallocating, and a new time takes a free slot before the block grows by one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CountWindow {
-    times: Box<[Time48]>,
+    times: Box<[OptTime48]>,
 }
 
 impl CountWindow {
     /// The block, free slots included (for a prefetch).
-    pub fn block(&self) -> &[Time48] {
+    pub fn block(&self) -> &[OptTime48] {
         &self.times
     }
 
     /// The times kept, oldest first.
     pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
-        self.times[self.free()..].iter().map(|t| time(*t))
+        self.times[self.free()..].iter().map(|t| t.get())
     }
 
     fn free(&self) -> usize {
         self.times.partition_point(|&t| t == FREE)
     }
 
-    /// How many stored times are at or before `ts` (free slots included).
+    /// How many slots hold a time at or before `ts`, or none.
     fn upto(&self, ts: i64) -> usize {
-        self.times.partition_point(|&t| t.get() <= ts.saturating_add(1))
+        self.times.partition_point(|&t| t.get() <= ts)
     }
 
     pub fn record(&mut self, ts: i64) {
@@ -57,17 +48,17 @@ impl CountWindow {
             v.extend_from_slice(&self.times);
             self.times = v.into_boxed_slice();
         }
-        // The first slot is free: shift the times before `ts` into it (the
-        // free slot sorts before every time; `max` only guards the index).
-        let at = self.upto(ts).max(1);
+        // The first slot is free (so `at` is at least 1): shift the times
+        // before `ts` into it.
+        let at = self.upto(ts);
         self.times[..at].rotate_left(1);
-        self.times[at - 1] = stored(ts);
+        self.times[at - 1] = OptTime48::new(ts);
     }
 
     /// Events with time in `(ts - within, ts]`.
     pub fn count_in(&self, ts: i64, within: i64) -> usize {
         let hi = self.upto(ts);
-        let lo = self.upto(ts.saturating_sub(within)).max(self.free());
+        let lo = self.upto(ts.saturating_sub(within));
         hi.saturating_sub(lo)
     }
 
@@ -89,8 +80,8 @@ impl CountWindow {
 
     /// Combines two customers' windows (a merge): every event of both counts.
     pub fn merge(&mut self, other: CountWindow) {
-        let mut v: Vec<Time48> = self.times.iter().chain(other.times.iter()).copied().filter(|&t| t != FREE).collect();
-        v.sort_unstable_by_key(|t| t.get());
+        let mut v: Vec<OptTime48> = self.times.iter().chain(other.times.iter()).copied().filter(|&t| t != FREE).collect();
+        v.sort_unstable();
         self.times = v.into_boxed_slice();
     }
 
