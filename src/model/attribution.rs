@@ -87,11 +87,6 @@ impl History {
         }
         History { max: max.min(u16::MAX as usize), shift }
     }
-
-    /// The unit touch times are kept in, in milliseconds.
-    pub fn unit_ms(self) -> i64 {
-        1 << self.shift
-    }
 }
 
 /// A touch in its ring: its time as 32 bits of units after the ring's base,
@@ -222,8 +217,9 @@ impl Touches {
             return;
         };
         let block = |t: &PackedTouch| (t.ts() >> h.shift) >> BASE_BITS;
-        // The lowest base from which the newest is still in reach.
-        self.base = block(lo).max(block(hi) - ((1 << (32 - BASE_BITS)) - 1)) as u32;
+        // The lowest base from which the newest is still in reach: no more
+        // than the span (in whole base blocks) below it.
+        self.base = block(lo).max(block(hi) - (SPAN >> BASE_BITS)) as u32;
         let kept: Vec<Kept> = all.iter().filter_map(|t| self.encode(*t, h.shift)).collect();
         self.len = kept.len() as u16;
         self.head = 0;
@@ -390,7 +386,7 @@ mod tests {
         let h = History::new(4, 90 * DAY);
         let mut t = Touches::default();
         t.push(PackedTouch::new(1_700_000_000_003, 1), h);
-        assert_eq!(t.iter(h.shift).next(), Some(PackedTouch::new(1_700_000_000_002, 1)), "kept to {} ms", h.unit_ms());
+        assert_eq!(t.iter(h.shift).next(), Some(PackedTouch::new(1_700_000_000_002, 1)), "kept to {} ms", 1 << h.shift);
     }
 
     /// Random pushes (in time order, late within a bound, and after gaps of
