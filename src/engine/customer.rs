@@ -39,22 +39,25 @@ pub fn answers(extras: &Option<Box<Extras>>) -> &[Consent] {
     extras.as_deref().map_or(&[], |e| e.consent.as_slice())
 }
 
-/// Trigger `ti`'s earlier sends in a customer's extras, taken out (empty,
-/// without allocating, when there are none).
-pub fn take_earlier_sent(extras: &mut Option<Box<Extras>>, ti: usize) -> Vec<i64> {
-    extras.as_mut().and_then(|e| e.sent.get_mut(ti)).map(std::mem::take).unwrap_or_default()
+/// Trigger `ti`'s earlier sends in a customer's extras.
+pub fn earlier_sent(extras: &Option<Box<Extras>>, ti: usize) -> &[i64] {
+    extras.as_deref().and_then(|e| e.sent.get(ti)).map_or(&[], Vec::as_slice)
 }
 
-/// Puts back what [`take_earlier_sent`] took (nothing to do when empty).
-pub fn put_earlier_sent(extras: &mut Option<Box<Extras>>, ti: usize, sent: Vec<i64>) {
-    if sent.is_empty() {
-        return;
+/// Runs `f` on the consent answers and trigger `ti`'s earlier sends in a
+/// customer's extras, and keeps the sends `f` leaves (the extras are
+/// created only when there are some to keep).
+pub fn with_earlier_sent<R>(extras: &mut Option<Box<Extras>>, ti: usize, f: impl FnOnce(&[Consent], &mut Vec<i64>) -> R) -> R {
+    let mut sent = extras.as_mut().and_then(|e| e.sent.get_mut(ti)).map(std::mem::take).unwrap_or_default();
+    let r = f(answers(extras), &mut sent);
+    if !sent.is_empty() {
+        let e = extras.get_or_insert_default();
+        if e.sent.len() <= ti {
+            e.sent.resize_with(ti + 1, Vec::new);
+        }
+        e.sent[ti] = sent;
     }
-    let e = extras.get_or_insert_default();
-    if e.sent.len() <= ti {
-        e.sent.resize_with(ti + 1, Vec::new);
-    }
-    e.sent[ti] = sent;
+    r
 }
 
 /// Funnels and triggers a customer keeps inline (as [`crate::model::INLINE_MODELS`]).

@@ -6,7 +6,7 @@
 //! models step (`Plan::on_event`), each transition credited to the touches
 //! that led to it; funnels advance; the segment cell is recomputed.
 
-use super::customer::{answers, put_earlier_sent, take_earlier_sent, Consent, Customer, CustomerView, Forgotten};
+use super::customer::{earlier_sent, with_earlier_sent, Consent, Customer, CustomerView, Forgotten};
 use super::due::{self, inactive_at, rewake, trigger_due};
 use super::ops::{EventOp, MergeCause};
 use super::table::CustomerTable;
@@ -250,11 +250,9 @@ impl Shard {
             }
         }
         for (ti, trigger) in plan.triggers.iter().enumerate() {
-            let mut earlier = take_earlier_sent(&mut c.extras, ti);
-            let theirs = take_earlier_sent(&mut other.extras, ti);
-            let merged = trigger.merge(&mut c.triggers[ti], other.triggers[ti], &mut earlier, &theirs);
-            put_earlier_sent(&mut c.extras, ti, earlier);
-            match merged {
+            let theirs = earlier_sent(&other.extras, ti);
+            let state = &mut c.triggers[ti];
+            match with_earlier_sent(&mut c.extras, ti, |_, earlier| trigger.merge(state, other.triggers[ti], earlier, theirs)) {
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
                 OnEvent::Scheduled { .. } | OnEvent::Nothing | OnEvent::DueNow => {}
             }
@@ -379,10 +377,8 @@ impl Output {
     #[allow(clippy::too_many_arguments)]
     fn trigger(&mut self, metrics: &ShardMetrics, plan: &Plan, c: &mut Customer, ti: usize, from: i64, at: i64, reason: &str) {
         let trigger = &plan.triggers[ti];
-        let mut earlier = take_earlier_sent(&mut c.extras, ti);
-        let decision = trigger.decide(&mut c.triggers[ti], answers(&c.extras), &mut earlier, at);
-        put_earlier_sent(&mut c.extras, ti, earlier);
-        match decision {
+        let state = &mut c.triggers[ti];
+        match with_earlier_sent(&mut c.extras, ti, |consent, earlier| trigger.decide(state, consent, earlier, at)) {
             Decision::Send(channel) => {
                 metrics.trigger_sent(ti, channel);
                 if !self.emit || self.muted {
