@@ -9,10 +9,14 @@ use std::io::Write;
 
 const DAY: i64 = 86_400_000;
 
-/// Two models (one with a count window, a min_value and a timer), closed channels.
+/// Two models (one with a count window, a min_value and a timer), closed
+/// channels, two shards (for merges across them).
 const CONFIG: &str = r#"
 [time]
 allowed_lateness = "5s"
+
+[engine]
+shards = 2
 
 [channels]
 app = "tech"

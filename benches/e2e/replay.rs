@@ -36,15 +36,15 @@ pub fn write_ndjson(events: &[SimEvent], path: &Path) -> anyhow::Result<u64> {
 pub fn run(config: &Config, traffic: &Generated, path: &Path, report: &mut Report) -> anyhow::Result<()> {
     let mut config = config.clone();
     config.engine.shards = 0;
+    let shards = journeyd::engine::shard_count(&config.engine);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = rt.block_on(journeyd::replay::replay(config, path, |_, _, _| {}))?;
     drop(rt);
     let mb_s = summary.bytes as f64 / 1e6 / summary.elapsed_seconds;
-    let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
     eprintln!("replay: {} inputs in {:.2} s: {}, {mb_s:.0} MB/s", summary.lines, summary.elapsed_seconds, rate(summary.events_per_second));
     report.at_least(
         "replay",
-        format!("simulator NDJSON, {} inputs, {shards} shards: decode + engine", summary.lines),
+        format!("simulator NDJSON, {} inputs, {shards} shard{}: decode + engine", summary.lines, if shards == 1 { "" } else { "s" }),
         format!("{} ({mb_s:.0} MB/s)", rate(summary.events_per_second)),
         (summary.events_per_second, 1e6),
         "≥ 1M events/s",

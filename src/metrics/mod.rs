@@ -328,7 +328,7 @@ pub fn worst_case_series(plan: &Plan) -> Vec<(&'static str, usize)> {
         ("journey_late_events_total", 1),
         ("journey_duplicates_total", 1),
         ("journey_identity_merges_total", 1),
-        ("journey_shard_queue_depth", plan.config.engine.shards.max(1).max(std::thread::available_parallelism().map_or(1, |n| n.get()))),
+        ("journey_shard_queue_depth", crate::engine::shard_count(&plan.config.engine)),
         ("journey_nats_connection_events_total", NATS_EVENTS.len()),
         ("journey_watermark_seconds", 1),
         ("journey_consumer_lag_messages", usize::from(plan.config.nats.jetstream.is_some())),
