@@ -15,8 +15,14 @@ const RESULT_PREFIX: &str = "JOURNEYD_BENCH_RESULT ";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "task", rename_all = "snake_case")]
 pub enum Task {
-    /// Customers with `events_per_customer` events each through two shards on two threads.
-    ShardMemory { customers: u32, events_per_customer: u32 },
+    /// Customers with `events_per_customer` events each (of `example`'s mix,
+    /// under its config) through two shards on two threads.
+    ShardMemory {
+        customers: u32,
+        events_per_customer: u32,
+        #[serde(default)]
+        example: crate::Example,
+    },
     /// Customers with two ids each through the identity resolver.
     ResolverMemory { customers: u32 },
     /// One shard on one thread: warm `customers`, then time random events.

@@ -8,7 +8,7 @@
 //!   bare subscriber sets in the same run;
 //! - latency: publish → transition at 10k, 50k and 100k events/s, against the
 //!   bare NATS round trip in the same run;
-//! - memory: resident bytes per customer and per alias;
+//! - memory: resident bytes per customer (with each example config) and per alias;
 //! - scaling: events/s and memory by customers and shards.
 //!
 //! Prints one table, each result next to its target from issue 6, and writes
@@ -96,8 +96,37 @@ impl Settings {
 }
 
 pub fn retail_config() -> Config {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/retail.toml");
-    journeyd::config::load(&path).unwrap_or_else(|e| panic!("{e}")).config
+    Example::Retail.config()
+}
+
+/// One of the example configs, with the event mix that exercises its rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Example {
+    #[default]
+    Retail,
+    Wealth,
+}
+
+impl Example {
+    pub fn file(self) -> &'static str {
+        match self {
+            Example::Retail => "examples/retail.toml",
+            Example::Wealth => "examples/wealth.toml",
+        }
+    }
+
+    pub fn config(self) -> Config {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(self.file());
+        journeyd::config::load(&path).unwrap_or_else(|e| panic!("{e}")).config
+    }
+
+    pub fn mix(self) -> &'static workload::Mix {
+        match self {
+            Example::Retail => &workload::RETAIL,
+            Example::Wealth => &workload::WEALTH,
+        }
+    }
 }
 
 fn main() {
@@ -120,7 +149,7 @@ fn main() {
 fn run_task(task: child::Task) {
     use child::Task;
     match task {
-        Task::ShardMemory { customers, events_per_customer } => child::reply(&memory::shards(customers, events_per_customer)),
+        Task::ShardMemory { customers, events_per_customer, example } => child::reply(&memory::shards(customers, events_per_customer, example)),
         Task::ResolverMemory { customers } => child::reply(&memory::resolver(customers)),
         Task::Engine { customers, seconds } => child::reply(&memory::engine(customers, seconds)),
         Task::Replay { path, shards } => child::reply(&scaling::replay(path, shards)),

@@ -4,7 +4,8 @@
 //! - shards: customers pushed through two shards on two threads (as on this
 //!   2-core machine), each with `events_per_customer` events so that every
 //!   customer has a full 32-touch attribution history, two linked ids (a user
-//!   id and a device id) and its timers queued;
+//!   id and a device id) and its timers queued; with examples/retail.toml,
+//!   and again with examples/wealth.toml at the smaller size;
 //! - resolver: the same customers' two ids through the identity index, which
 //!   the router keeps beside the shards.
 //!
@@ -16,6 +17,7 @@ use crate::machine::{peak_rss_bytes, rss_bytes};
 use crate::report::{bytes, micros, rate, Report};
 use crate::workload::available_bytes;
 use crate::workload::Workload;
+use crate::Example;
 use journeyd::allocator::{THP_CONF, THP_ENV};
 use journeyd::engine::customer::Customer;
 use journeyd::engine::shard::Shard;
@@ -70,10 +72,11 @@ pub fn plan() -> Arc<Plan> {
     Arc::new(Plan::new(crate::retail_config()))
 }
 
-/// Child: customers through two shards on two threads.
-pub fn shards(customers: u32, events_per_customer: u32) -> ShardMemory {
+/// Child: customers through two shards on two threads, with `example`'s
+/// config and event mix.
+pub fn shards(customers: u32, events_per_customer: u32, example: Example) -> ShardMemory {
     const SHARDS: u32 = 2;
-    let plan = plan();
+    let plan = Arc::new(Plan::new(example.config()));
     let metrics = Arc::new(Metrics::new(&plan));
     let before = rss_bytes();
     let started = Instant::now();
@@ -83,7 +86,7 @@ pub fn shards(customers: u32, events_per_customer: u32) -> ShardMemory {
             let mine = customers / SHARDS + u32::from(i < customers % SHARDS);
             std::thread::spawn(move || {
                 let mut shard = Shard::new(i as usize, plan.clone(), ShardMetrics::new(metrics, plan.clone()));
-                let mut w = Workload::new(&plan, mine, 7 + i as u64, START_MS).with_keys(i, SHARDS);
+                let mut w = Workload::with_mix(&plan, example.mix(), mine, 7 + i as u64, START_MS).with_keys(i, SHARDS);
                 let mut op = w.template();
                 for _ in 0..events_per_customer {
                     w.sweep(&mut shard, &mut op);
@@ -211,9 +214,20 @@ pub fn run(customers: u32, huge: Option<u32>, events_per_customer: u32, report: 
     let n = s.customers;
     report.at_most(
         "memory",
-        format!("shards: resident bytes per customer ({n} customers, {events_per_customer} events each, 2 ids, 32-touch history)"),
+        format!("shards: resident bytes per customer ({n} customers, {events_per_customer} events each, 2 ids, 32-touch history, {})", Example::Retail.file()),
         format!("{shard_per_customer:.0} B ({} in all, {:.0} B per alias)", bytes(s.rss_growth as f64), s.rss_growth as f64 / s.aliases.max(1) as f64),
         (shard_per_customer, 512.0),
+        "≤ 512 B per customer",
+        |b| format!("{b:.0} B"),
+    );
+    let w: ShardMemory = child::run(&Task::ShardMemory { customers, events_per_customer, example: Example::Wealth })?;
+    let wealth_per_customer = w.rss_growth as f64 / w.customers.max(1) as f64;
+    eprintln!("memory: shards {} for {} customers ({wealth_per_customer:.0} B each) with {}", bytes(w.rss_growth as f64), w.customers, Example::Wealth.file());
+    report.at_most(
+        "memory",
+        format!("the same with {} ({} customers)", Example::Wealth.file(), w.customers),
+        format!("{wealth_per_customer:.0} B ({} in all)", bytes(w.rss_growth as f64)),
+        (wealth_per_customer, 512.0),
         "≤ 512 B per customer",
         |b| format!("{b:.0} B"),
     );
@@ -251,7 +265,7 @@ pub fn run(customers: u32, huge: Option<u32>, events_per_customer: u32, report: 
 }
 
 fn measure(customers: u32, events_per_customer: u32) -> anyhow::Result<(ShardMemory, ResolverMemory)> {
-    let s: ShardMemory = child::run(&Task::ShardMemory { customers, events_per_customer })?;
+    let s: ShardMemory = child::run(&Task::ShardMemory { customers, events_per_customer, example: Example::Retail })?;
     let r: ResolverMemory = child::run(&Task::ResolverMemory { customers })?;
     eprintln!(
         "memory: shards {} for {} customers ({:.0} B each); resolver {} ({} B/alias by heap_bytes)",

@@ -1,6 +1,6 @@
 //! The synthetic workload of the engine and end-to-end benches: `N` customers,
-//! each known by a user id and a device id, sending a retail mix of events on
-//! three of the config's channels (60% on their favourite, 30% and 10% on two
+//! each known by a user id and a device id, sending the event mix of an
+//! example config ([`RETAIL`] or [`WEALTH`]) on three of the config's channels (60% on their favourite, 30% and 10% on two
 //! others) in increasing event time, about one event per customer per day of
 //! event time. It is deterministic for a seed and renders
 //! the same draws as pre-decoded [`EventOp`]s (straight into a shard) or as
@@ -23,10 +23,39 @@ pub const DAY_MS: i64 = 86_400_000;
 /// Events per batch, as the router hands them to a shard (`engine::DEFAULT_BATCH`).
 pub const BATCH: usize = journeyd::engine::DEFAULT_BATCH;
 
-/// Event kinds and their share in percent: every lifecycle, tier, funnel and
-/// segment rule of examples/retail.toml sees traffic.
-const KIND_MIX: [(&str, u8); 8] =
-    [("view", 40), ("push_open", 10), ("email_open", 8), ("cart_add", 15), ("purchase", 12), ("signup", 5), ("activate", 5), ("refund", 5)];
+/// The events of one example config: kinds with their share in percent
+/// (summing to 100), and the kind that carries an amount, in a range.
+pub struct Mix {
+    pub kinds: &'static [(&'static str, u8)],
+    pub valued: &'static str,
+    pub values: std::ops::Range<u32>,
+}
+
+/// Every lifecycle, tier, funnel and segment rule of examples/retail.toml sees traffic.
+pub const RETAIL: Mix = Mix {
+    kinds: &[("view", 40), ("push_open", 10), ("email_open", 8), ("cart_add", 15), ("purchase", 12), ("signup", 5), ("activate", 5), ("refund", 5)],
+    valued: "purchase",
+    values: 20..800,
+};
+
+/// Every onboarding, advisory, funnel and segment rule of
+/// examples/wealth.toml sees traffic (investments above 10,000 included).
+pub const WEALTH: Mix = Mix {
+    kinds: &[
+        ("view", 25),
+        ("login", 20),
+        ("email_open", 8),
+        ("sms_click", 5),
+        ("contact", 7),
+        ("visit", 5),
+        ("signup", 5),
+        ("activate", 5),
+        ("open_account", 5),
+        ("invest", 15),
+    ],
+    valued: "invest",
+    values: 100..20_000,
+};
 
 /// A multiplier coprime with any customer count below it: `i * SCRAMBLE mod N`
 /// visits every customer once, in an order unrelated to the key.
@@ -54,8 +83,10 @@ pub struct Workload {
     seen: Vec<u64>,
     channels: Vec<(ChannelId, String)>,
     kinds: Vec<(KindId, &'static str)>,
-    /// 100 slots, each an index into `kinds`, in `KIND_MIX` proportions.
+    /// 100 slots, each an index into `kinds`, in the mix's proportions.
     kind_table: Vec<u8>,
+    valued: &'static str,
+    values: std::ops::Range<u32>,
     user: IdTypeId,
     device: IdTypeId,
     key_offset: u32,
@@ -64,12 +95,17 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// `customers` customers whose events start at `start_ms`.
+    /// `customers` customers whose events (of the [`RETAIL`] mix) start at `start_ms`.
     pub fn new(plan: &Plan, customers: u32, seed: u64, start_ms: i64) -> Workload {
+        Workload::with_mix(plan, &RETAIL, customers, seed, start_ms)
+    }
+
+    /// The same with the events of `mix`.
+    pub fn with_mix(plan: &Plan, mix: &Mix, customers: u32, seed: u64, start_ms: i64) -> Workload {
         let cat = &plan.catalog;
         let channels = plan.config.channels.keys().filter_map(|name| cat.channel(name).map(|id| (id, name.clone()))).collect();
-        let kinds: Vec<(KindId, &'static str)> = KIND_MIX.iter().map(|(name, _)| (cat.kind(name), *name)).collect();
-        let kind_table = KIND_MIX.iter().enumerate().flat_map(|(i, (_, share))| std::iter::repeat_n(i as u8, *share as usize)).collect();
+        let kinds: Vec<(KindId, &'static str)> = mix.kinds.iter().map(|(name, _)| (cat.kind(name), *name)).collect();
+        let kind_table = mix.kinds.iter().enumerate().flat_map(|(i, (_, share))| std::iter::repeat_n(i as u8, *share as usize)).collect();
         let id_type = |name: &str| cat.id_types.intern(name).expect("two id types are within the limit");
         Workload {
             customers: customers.max(1),
@@ -81,6 +117,8 @@ impl Workload {
             channels,
             kinds,
             kind_table,
+            valued: mix.valued,
+            values: mix.values.clone(),
             user: id_type("user_id"),
             device: id_type("anonymous_id"),
             key_offset: 0,
@@ -120,7 +158,7 @@ impl Workload {
         self.ts += self.step_ms;
         let kind = self.kind_table[self.rng.random_range(0..self.kind_table.len())] as usize;
         let channel = self.channel_of(c);
-        let value = (self.kinds[kind].1 == "purchase").then(|| self.rng.random_range(20..800) as f64);
+        let value = (self.kinds[kind].1 == self.valued).then(|| self.rng.random_range(self.values.clone()) as f64);
         let by_device = self.rng.random_ratio(1, 5);
         Draw { customer: c, first, ts: self.ts, kind, channel, value, by_device }
     }
