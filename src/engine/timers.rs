@@ -28,6 +28,11 @@ const BUCKET_MS: i64 = 3_600_000;
 /// The slices a reached bucket is split into, each sorted when reached.
 const SLICE_MS: i64 = 10_000;
 const SLICES: usize = (BUCKET_MS / SLICE_MS) as usize;
+/// Slices up to this many timers keep their memory for the buckets to come
+/// once emptied; larger ones (a burst of timers) give it back. So at most
+/// two buckets' slices, ~1.5 MiB, are kept per shard (+2.9 B per customer
+/// in the memory bench at 1M customers on two shards).
+const KEPT_CAPACITY: usize = 256;
 
 /// A timer in its bucket: due time as milliseconds into the bucket, and its
 /// customer (8 bytes, half a [`Timer`]).
@@ -50,8 +55,10 @@ struct Sliced {
 }
 
 impl Sliced {
-    fn new(bucket: i64, unsplit: Vec<Queued>) -> Sliced {
-        Sliced { bucket, slices: (0..SLICES).map(|_| Vec::new()).collect(), next: 0, total: unsplit.len(), unsplit }
+    /// `slices` holds [`SLICES`] empty vectors.
+    fn new(bucket: i64, unsplit: Vec<Queued>, slices: Vec<Vec<Queued>>) -> Sliced {
+        debug_assert!(slices.len() == SLICES && slices.iter().all(Vec::is_empty));
+        Sliced { bucket, slices, next: 0, total: unsplit.len(), unsplit }
     }
 
     fn put(&mut self, q: Queued) {
@@ -93,6 +100,11 @@ pub struct TimerQueue {
     /// Timers due before this are in `ready` or `pushed`.
     ready_until: i64,
     len: usize,
+    /// The emptied slices of the last bucket passed (empty: none kept), for
+    /// the next bucket reached: a steady flow of timers then allocates no
+    /// slices (360 an hour of event time: ~0.35 allocations per event in
+    /// the engine's steady state before they were kept).
+    spare_slices: Vec<Vec<Queued>>,
 }
 
 impl TimerQueue {
@@ -111,7 +123,7 @@ impl TimerQueue {
             return up.put(q);
         }
         if self.upcoming.is_none() && self.current.as_ref().is_some_and(|c| c.bucket.checked_add(1) == Some(b)) {
-            let mut up = Sliced::new(b, Vec::new());
+            let mut up = Sliced::new(b, Vec::new(), self.take_slices());
             up.put(q);
             self.upcoming = Some(up);
             return;
@@ -123,6 +135,28 @@ impl TimerQueue {
                 Vec::new()
             })
             .push(q);
+    }
+
+    /// [`SLICES`] empty slice vectors: the spare ones, or new ones.
+    fn take_slices(&mut self) -> Vec<Vec<Queued>> {
+        if self.spare_slices.is_empty() {
+            (0..SLICES).map(|_| Vec::new()).collect()
+        } else {
+            std::mem::take(&mut self.spare_slices)
+        }
+    }
+
+    /// Keeps the emptied slices of a bucket the watermark has passed.
+    fn recycle(&mut self, done: Sliced) {
+        if self.spare_slices.is_empty() {
+            let mut slices = done.slices;
+            for v in &mut slices {
+                if v.capacity() > KEPT_CAPACITY {
+                    *v = Vec::new();
+                }
+            }
+            self.spare_slices = slices;
+        }
     }
 
     /// The next timer due at or before `watermark`, in due order.
@@ -154,10 +188,13 @@ impl TimerQueue {
                     self.ready_until = start;
                     continue;
                 }
-                let slice = std::mem::take(&mut cur.slices[cur.next]);
+                let slice = &mut cur.slices[cur.next];
                 cur.next += 1;
                 self.ready.clear();
-                self.ready.extend(slice.iter().map(|q| Timer { due: base + i64::from(q.offset), key: q.key }));
+                self.ready.extend(slice.drain(..).map(|q| Timer { due: base + i64::from(q.offset), key: q.key }));
+                if slice.capacity() > KEPT_CAPACITY {
+                    *slice = Vec::new();
+                }
                 self.ready.sort_unstable_by(|x, y| y.cmp(x));
                 self.ready_until = start.saturating_add(SLICE_MS);
                 continue;
@@ -187,13 +224,19 @@ impl TimerQueue {
                 if b.saturating_mul(BUCKET_MS) > watermark {
                     return false;
                 }
-                Sliced::new(b, self.buckets.remove(&b).unwrap_or_default())
+                let unsplit = self.buckets.remove(&b).unwrap_or_default();
+                Sliced::new(b, unsplit, self.take_slices())
             }
         };
         next.split_until(0);
         let after = next.bucket.saturating_add(1);
-        self.current = Some(next);
-        self.upcoming = self.buckets.remove(&after).map(|v| Sliced::new(after, v));
+        if let Some(done) = self.current.replace(next) {
+            self.recycle(done);
+        }
+        if let Some(v) = self.buckets.remove(&after) {
+            let slices = self.take_slices();
+            self.upcoming = Some(Sliced::new(after, v, slices));
+        }
         true
     }
 
