@@ -7,6 +7,7 @@
 
 use crate::catalog::ChannelId;
 use crate::config::AttributionConfig;
+use smallvec::SmallVec;
 
 /// The attribution models, in the order of [`crate::config::ATTRIBUTION_MODELS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,8 +154,9 @@ impl Touches {
             self.base = ((t.ts() >> h.shift) >> BASE_BITS) as u32;
         }
         let Some(k) = self.encode(t, h.shift) else {
-            let all = self.iter(h.shift).chain(std::iter::once(t)).collect();
-            return self.rebuild(all, h);
+            let mut all: Gathered = self.iter(h.shift).collect();
+            all.push(t);
+            return self.rebuild(&mut all, h);
         };
         let (n, head) = (self.len as usize, self.head as usize);
         let newest = self.kept().get(if head == 0 { n.wrapping_sub(1) } else { head - 1 }).map(|x| x.offset());
@@ -202,14 +204,18 @@ impl Touches {
 
     /// Both customers' touches, the latest `max` by time kept (a merge).
     pub fn merge(&mut self, other: &Touches, h: History) {
-        let all = self.iter(h.shift).chain(other.iter(h.shift)).collect();
-        self.rebuild(all, h);
+        let mut all: Gathered = self.iter(h.shift).chain(other.iter(h.shift)).collect();
+        self.rebuild(&mut all, h);
     }
 
     /// Keeps the latest `h.max` of `all` by time (of equal times, the later
     /// in `all`), on a base that reaches the newest: touches more than the
-    /// span older than the newest are dropped.
-    fn rebuild(&mut self, mut all: Vec<PackedTouch>, h: History) {
+    /// span older than the newest are dropped. The ring's block is reused
+    /// when it holds them all (an active customer's base moves every few
+    /// weeks of event time; allocating anew was a quarter of an allocation
+    /// per event in the engine's steady state).
+    fn rebuild(&mut self, all: &mut [PackedTouch], h: History) {
+        // A stable sort: of equal times, the later pushed stays the later.
         all.sort_by_key(|t| t.ts());
         let all = &all[all.len().saturating_sub(h.max)..];
         let (Some(lo), Some(hi)) = (all.first(), all.last()) else {
@@ -220,12 +226,24 @@ impl Touches {
         // The lowest base from which the newest is still in reach: no more
         // than the span (in whole base blocks) below it.
         self.base = block(lo).max(block(hi) - (SPAN >> BASE_BITS)) as u32;
-        let kept: Vec<Kept> = all.iter().filter_map(|t| self.encode(*t, h.shift)).collect();
-        self.len = kept.len() as u16;
+        if self.ring.len() < all.len() {
+            self.ring = vec![Kept::default(); all.len()].into_boxed_slice();
+        }
+        let mut n = 0;
+        for t in all {
+            if let Some(k) = self.encode(*t, h.shift) {
+                self.ring[n] = k;
+                n += 1;
+            }
+        }
+        self.len = n as u16;
         self.head = 0;
-        self.ring = kept.into_boxed_slice();
     }
 }
+
+/// Touches gathered for a rebuild: two full default histories fit without
+/// a heap block.
+type Gathered = SmallVec<[PackedTouch; 64]>;
 
 /// Compiled attribution settings.
 #[derive(Debug, Clone)]
