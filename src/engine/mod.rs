@@ -35,9 +35,10 @@ pub const DEFAULT_QUEUE_BATCHES: usize = 64;
 /// Shard workers when the config leaves it to journeyd: one per core but
 /// one, which the router (decode, dedup, identity: about as much CPU per
 /// event as a shard) and the NATS client need. On two cores one shard
-/// consumed live traffic 33% faster than two (459k vs 350k events/s, twice
-/// each; replay equal), the second shard only competing with the router
-/// for the same cores and adding cross-shard merges.
+/// consumed live traffic 30% faster than two (459k vs 350k events/s, twice
+/// each; replay 3–13% faster in two interleaved pairs), the second shard
+/// only competing with the router for the same cores and adding merges
+/// across shards.
 pub fn default_shards(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
