@@ -146,16 +146,12 @@ impl TimerQueue {
         }
     }
 
-    /// Keeps the emptied slices of a bucket the watermark has passed.
+    /// Keeps the emptied slices of a bucket the watermark has passed (each
+    /// was drained, and given back if large, as it was reached).
     fn recycle(&mut self, done: Sliced) {
+        debug_assert!(done.slices.iter().all(|v| v.is_empty() && v.capacity() <= KEPT_CAPACITY));
         if self.spare_slices.is_empty() {
-            let mut slices = done.slices;
-            for v in &mut slices {
-                if v.capacity() > KEPT_CAPACITY {
-                    *v = Vec::new();
-                }
-            }
-            self.spare_slices = slices;
+            self.spare_slices = done.slices;
         }
     }
 
