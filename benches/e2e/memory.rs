@@ -47,6 +47,13 @@ pub struct ShardMemory {
     customer_struct: u64,
 }
 
+impl ShardMemory {
+    /// Resident bytes per customer.
+    fn per_customer(&self) -> f64 {
+        self.rss_growth as f64 / self.customers.max(1) as f64
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct ResolverMemory {
     customers: u64,
@@ -210,7 +217,7 @@ pub fn run(customers: u32, huge: Option<u32>, events_per_customer: u32, report: 
             ));
         }
     }
-    let shard_per_customer = s.rss_growth as f64 / s.customers.max(1) as f64;
+    let shard_per_customer = s.per_customer();
     let n = s.customers;
     report.at_most(
         "memory",
@@ -221,7 +228,7 @@ pub fn run(customers: u32, huge: Option<u32>, events_per_customer: u32, report: 
         |b| format!("{b:.0} B"),
     );
     let w: ShardMemory = child::run(&Task::ShardMemory { customers, events_per_customer, example: Example::Wealth })?;
-    let wealth_per_customer = w.rss_growth as f64 / w.customers.max(1) as f64;
+    let wealth_per_customer = w.per_customer();
     eprintln!("memory: shards {} for {} customers ({wealth_per_customer:.0} B each) with {}", bytes(w.rss_growth as f64), w.customers, Example::Wealth.file());
     report.at_most(
         "memory",
@@ -271,7 +278,7 @@ fn measure(customers: u32, events_per_customer: u32) -> anyhow::Result<(ShardMem
         "memory: shards {} for {} customers ({:.0} B each); resolver {} ({} B/alias by heap_bytes)",
         bytes(s.rss_growth as f64),
         s.customers,
-        s.rss_growth as f64 / s.customers.max(1) as f64,
+        s.per_customer(),
         bytes(r.rss_growth as f64),
         r.heap_bytes / r.aliases.max(1)
     );
@@ -305,5 +312,5 @@ fn timer_steps(n: u32) -> (Duration, Duration) {
 
 /// Resident bytes per customer: shard state plus the identity index.
 fn per_customer(s: &ShardMemory, r: &ResolverMemory) -> f64 {
-    s.rss_growth as f64 / s.customers.max(1) as f64 + r.rss_growth as f64 / r.customers.max(1) as f64
+    s.per_customer() + r.rss_growth as f64 / r.customers.max(1) as f64
 }

@@ -1,8 +1,9 @@
 //! The synthetic workload of the engine and end-to-end benches: `N` customers,
 //! each known by a user id and a device id, sending the event mix of an
-//! example config ([`RETAIL`] or [`WEALTH`]) on three of the config's channels (60% on their favourite, 30% and 10% on two
-//! others) in increasing event time, about one event per customer per day of
-//! event time. It is deterministic for a seed and renders
+//! example config ([`RETAIL`] or [`WEALTH`]) on three of the config's
+//! channels (60% on their favourite, 30% and 10% on two others) in
+//! increasing event time, about one event per customer per day of event
+//! time. It is deterministic for a seed and renders
 //! the same draws as pre-decoded [`EventOp`]s (straight into a shard) or as
 //! NDJSON lines (for replay).
 //!
