@@ -173,6 +173,14 @@ async fn customers_in_different_stages_merge_into_the_later_stage(buyer_first: b
 
     assert_eq!(stage_gauges(&after), [0.0, 0.0, 1.0], "one customer, in the later stage: the count drops by one");
     assert_eq!(sum_or_zero(&after, "journey_segment_customers", &[]), 1.0, "and one segment cell");
+    for purchase in ["none", "low", "high"] {
+        for engagement in ["none", "low", "high"] {
+            let cell = [("purchase", purchase), ("engagement", engagement)];
+            // One purchase and one view in the window: low on both axes.
+            let want = if cell == [("purchase", "low"), ("engagement", "low")] { 1.0 } else { 0.0 };
+            assert_eq!(sum_or_zero(&after, "journey_segment_customers", &cell), want, "segment cell {cell:?}: each side's old cell was left");
+        }
+    }
     assert_eq!(merges(&after), 1.0);
     assert_eq!(sum_or_zero(&after, "journey_transitions_total", &[("model", MODEL)]), 3.0, "two event transitions and one merge transition");
     let merge = &next_json(&mut transitions, 1).await[0];

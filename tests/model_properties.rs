@@ -108,11 +108,16 @@ fn run_replay(events: &[Gen]) -> journeyd::replay::Summary {
     rt.block_on(journeyd::replay::replay(config, file.path(), |_, _, _| {})).expect("replay runs")
 }
 
+/// The nine `journey_segment_customers` gauges in a `/metrics` text.
+fn segment_cells(metrics: &str) -> Vec<f64> {
+    metrics.lines().filter(|l| l.starts_with("journey_segment_customers{")).filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok())).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_models_stage_counts_sum_to_the_customers(events in prop::collection::vec(gen_event(), 1..60)) {
+    fn every_models_stage_counts_and_the_segment_cells_sum_to_the_customers(events in prop::collection::vec(gen_event(), 1..60)) {
         let summary = run_replay(&events);
 
         prop_assert_eq!(summary.stages.len(), 2);
@@ -121,6 +126,10 @@ proptest! {
             let total: i64 = model.stages.iter().map(|s| s.customers).sum();
             prop_assert_eq!(total, summary.customers as i64, "model {}: {:?}", model.model, model.stages);
         }
+        let cells = segment_cells(&summary.metrics_text);
+        prop_assert_eq!(cells.len(), 9, "{:?}", cells);
+        prop_assert!(cells.iter().all(|c| *c >= 0.0), "{:?}", cells);
+        prop_assert_eq!(cells.iter().sum::<f64>(), summary.customers as f64, "segment cells: {:?}", cells);
     }
 
     #[test]

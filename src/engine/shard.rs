@@ -224,6 +224,8 @@ impl Shard {
         let mut merged = SmallVec::<[crate::model::Merged; 4]>::new();
         let journey = std::mem::replace(&mut other.journey, plan.new_journey(0));
         plan.merge(&mut c.journey, journey, |m| merged.push(m));
+        // The absorbed side's segment cell, before its activity moves over.
+        let absorbed_cell = other.segment.cell;
         // Ids, touches and activity first: the merge transitions carry the
         // merged ONE_ID and credit both sides' touches. The event's new ids
         // were linked last.
@@ -257,7 +259,7 @@ impl Shard {
                 OnEvent::Scheduled { .. } | OnEvent::Nothing | OnEvent::DueNow => {}
             }
         }
-        self.metrics.move_segment(Some(other.segment.cell), None);
+        self.metrics.move_segment(Some(absorbed_cell), None);
         resegment(&self.metrics, plan, c, cause.watermark);
         due::arm(plan, c);
         rewake(&mut self.timers, plan, into, c);
