@@ -223,6 +223,12 @@ impl Trigger {
                             // Its `unless` came already: this wait is over before it began.
                             return OnEvent::Cancelled;
                         }
+                        if s.is_pending() && due < s.pending_due() {
+                            // Older than the `on` event that started the wait
+                            // (it arrived late): in time order that one came
+                            // after it and restarted the wait, which stands.
+                            return if cancelled { OnEvent::Cancelled } else { OnEvent::Nothing };
+                        }
                         s.pending_due = OptTime48::new(due);
                         OnEvent::Scheduled { due, cancelled }
                     }
@@ -334,6 +340,25 @@ consent = "marketing"
         assert_eq!(t.on_event(&mut s, &touch(&cat, NOON, "cart_add")), OnEvent::Scheduled { due: NOON + HOUR, cancelled: false });
         assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR, "purchase")), OnEvent::Cancelled);
         assert!(!s.is_pending());
+    }
+
+    #[test]
+    fn an_older_cart_add_arriving_late_does_not_move_the_wait_back() {
+        let (cat, t) = setup();
+        let purchase = touch(&cat, NOON + HOUR + 2_000, "purchase");
+        // In time order: the second cart add restarts the wait, and the
+        // purchase falls inside it.
+        let mut in_order = TriggerState::default();
+        t.on_event(&mut in_order, &touch(&cat, NOON, "cart_add"));
+        t.on_event(&mut in_order, &touch(&cat, NOON + 3_000, "cart_add"));
+        assert_eq!(t.on_event(&mut in_order, &purchase), OnEvent::Cancelled);
+        // The two cart adds swapped (within the allowed lateness): the same.
+        let mut swapped = TriggerState::default();
+        t.on_event(&mut swapped, &touch(&cat, NOON + 3_000, "cart_add"));
+        assert_eq!(t.on_event(&mut swapped, &touch(&cat, NOON, "cart_add")), OnEvent::Nothing);
+        assert_eq!(swapped.pending_due(), NOON + HOUR + 3_000);
+        assert_eq!(t.on_event(&mut swapped, &purchase), OnEvent::Cancelled);
+        assert!(!swapped.is_pending());
     }
 
     #[test]
