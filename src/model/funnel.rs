@@ -5,9 +5,9 @@
 //! event matching the next step with `ts <= start + window` (and, when the
 //! step has `within`, no later than that after the previous step). It
 //! completes at the last step. It is dropped when the watermark passes
-//! `start + window`, or at once by an exclusion event; `at_step` names the
-//! first step not reached. After completion a new attempt may start when
-//! `reentry` is on (the default).
+//! `start + window`, or at once by an exclusion event (with time at or after
+//! the start); `at_step` names the first step not reached. After completion
+//! a new attempt may start when `reentry` is on (the default).
 
 use super::matcher::{Matcher, Touch};
 use super::time48::Time48;
@@ -93,7 +93,9 @@ impl Funnel {
             s.reached = 0;
         }
         if s.reached > 0 {
-            if self.has_exclusions && self.exclusions.matches(t) {
+            // An exclusion that happened before the attempt began (it arrived
+            // late) does not end it: in time order it came first.
+            if self.has_exclusions && t.ts >= s.start.get() && self.exclusions.matches(t) {
                 out(FunnelEvent::Dropped { at_step: s.reached as usize });
                 s.reached = 0;
                 return false;
@@ -241,6 +243,17 @@ mod tests {
         let out = run(&cat, &f, &mut s, &[(0, "signup"), (1, "refund"), (2, "activate")]);
         assert_eq!(out[1], FunnelEvent::Dropped { at_step: 1 });
         assert_eq!(s.reached, 0);
+    }
+
+    #[test]
+    fn an_exclusion_from_before_the_attempt_began_does_not_end_it() {
+        let (cat, f) = setup("exclusions = [\"refund\"]\n");
+        let mut s = FunnelState::default();
+        let out = run(&cat, &f, &mut s, &[(DAY, "signup"), (DAY - 2_000, "refund"), (DAY + 1, "activate")]);
+        assert_eq!(out.len(), 2, "the refund arrived late but happened first: {out:?}");
+        assert_eq!(s.reached, 2);
+        let out = run(&cat, &f, &mut s, &[(DAY, "refund")]);
+        assert_eq!(out, [FunnelEvent::Dropped { at_step: 2 }], "one at the start's time or later ends it");
     }
 
     #[test]
