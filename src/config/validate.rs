@@ -329,6 +329,9 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
     if t.channels.is_empty() {
         f.error(format!("{base}.channels"), "name at least one channel to send on");
     }
+    if t.consent.is_none() {
+        f.warn(format!("{base}.consent"), format!("trigger `{}` names no consent purpose: it is sent whatever the customer answered to consent", t.name));
+    }
     let names: Vec<&str> = t.channels.iter().map(String::as_str).collect();
     check_channels(c, &format!("{base}.channels"), &names, f);
     if let Some(cap) = &t.cap {
@@ -464,6 +467,16 @@ mod tests {
         assert_eq!(loaded.warnings.len(), 1);
         assert!(loaded.warnings[0].message.contains("`c` is unreachable"));
         assert_eq!(loaded.warnings[0].line, Some(4));
+    }
+
+    #[test]
+    fn a_trigger_without_a_consent_purpose_is_a_warning() {
+        let text = "[channels]\napp = \"tech\"\n\n[[trigger]]\nname = \"welcome\"\non = { kind = \"signup\" }\nchannels = [\"app\"]\n";
+        let loaded = parse(text).unwrap();
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].message.contains("`welcome` names no consent purpose"), "{:?}", loaded.warnings);
+        assert_eq!(loaded.warnings[0].line, Some(4));
+        assert!(parse(&format!("{text}consent = \"marketing\"\n")).unwrap().warnings.is_empty());
     }
 
     #[test]
