@@ -104,7 +104,12 @@ pub async fn run(mut shard: Shard, mut rx: mpsc::Receiver<Vec<Op>>, sink: Sink, 
                     e2e.push(end_to_end.as_nanos() as u64);
                 }
                 Op::Evict { key, watermark, to } => {
-                    let _ = to.send(shard.evict(key, watermark).map(Box::new));
+                    let evicted = shard.evict(key, watermark).map(Box::new);
+                    // What its due timers published goes out before the
+                    // survivor's shard, woken by the hand-over, publishes the
+                    // merge: the customer's output stays in order.
+                    sink.publish(&mut shard.out.messages).await;
+                    let _ = to.send(evicted);
                 }
                 Op::Absorb { into, from, cause } => {
                     // The other shard replies in its queue order; a dropped
