@@ -73,28 +73,44 @@ pub enum ApiError {
     NoFunnel(String),
     #[error("journeyd is shutting down")]
     Unavailable,
+    #[error("journeyd is not consuming yet (connecting to NATS, or rebuilding state), or is draining")]
+    NotReady,
+    #[error("journeyd did not answer within {} s", CONTROL_WAIT.as_secs())]
+    Timeout,
 }
+
+/// How long a customer query or forget waits for the router.
+pub const CONTROL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self {
             ApiError::NotFound(_) | ApiError::NoFunnel(_) => StatusCode::NOT_FOUND,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::NotReady | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
     }
 }
 
-/// Looks a customer up through the router.
+/// Looks a customer up through the router (waiting at most [`CONTROL_WAIT`]).
 pub async fn lookup(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
+    tokio::time::timeout(CONTROL_WAIT, lookup_now(control, id_type, id)).await.map_err(|_| ApiError::Timeout)?
+}
+
+async fn lookup_now(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
     let (tx, rx) = oneshot::channel();
     control.send(Control::Query { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
     let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
     pending.await.map_err(|_| ApiError::Unavailable)?.ok_or(ApiError::NotFound(id))
 }
 
-/// Forgets a customer through the router; returns what was removed.
+/// Forgets a customer through the router (waiting at most [`CONTROL_WAIT`]);
+/// returns what was removed.
 pub async fn forget(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
+    tokio::time::timeout(CONTROL_WAIT, forget_now(control, id_type, id)).await.map_err(|_| ApiError::Timeout)?
+}
+
+async fn forget_now(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
     let (tx, rx) = oneshot::channel();
     control.send(Control::Forget { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
     let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
@@ -104,11 +120,19 @@ pub async fn forget(control: &mpsc::Sender<Control>, id_type: Option<String>, id
     Ok(view)
 }
 
+/// Customer queries go through the router, which reads them only while it
+/// consumes: before that (and while draining) they are refused at once.
+fn consuming(s: &AppState) -> Result<(), ApiError> {
+    s.ready.load(Ordering::Acquire).then_some(()).ok_or(ApiError::NotReady)
+}
+
 async fn get_customer(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<IdQuery>) -> Result<Json<CustomerView>, ApiError> {
+    consuming(&s)?;
     lookup(&s.control, q.id_type, id).await.map(Json)
 }
 
 async fn delete_customer(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<IdQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    consuming(&s)?;
     let view = forget(&s.control, q.id_type, id).await?;
     Ok(Json(serde_json::json!({ "forgotten": view })))
 }

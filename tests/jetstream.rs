@@ -343,9 +343,10 @@ async fn an_event_refused_as_future_stays_refused_after_a_restart() {
 }
 
 /// From start-up until state is rebuilt, `/metrics` answers 503, even while NATS
-/// is out of reach: a scrape of empty counters would read as a reset.
+/// is out of reach: a scrape of empty counters would read as a reset. The
+/// customer API answers 503 at once too (its router is not reading yet).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_answer_503_until_state_is_rebuilt_even_before_nats_is_reached() {
+async fn metrics_and_customers_answer_503_until_state_is_rebuilt_even_before_nats_is_reached() {
     let mut nats = NatsServer::start_jetstream();
     let text = config(&nats, 1024);
     tokio::task::block_in_place(|| nats.stop());
@@ -356,6 +357,11 @@ async fn metrics_answer_503_until_state_is_rebuilt_even_before_nats_is_reached()
     let (status, _) =
         common::wait_until("journeyd serves HTTP", std::time::Duration::from_secs(10), || async { common::try_http_get(&http, "/metrics").await.ok() }).await;
     assert_eq!(status, 503, "/metrics before NATS is reached");
+    for method in ["GET", "DELETE"] {
+        let (status, body) = common::try_http_request(&http, method, "/v1/customers/u-1", None).await.expect("an answer at once, not a wait");
+        assert_eq!(status, 503, "{method} of a customer before journeyd consumes: {body}");
+        assert!(body.contains("not consuming yet"), "{body}");
+    }
     tokio::task::block_in_place(|| nats.restart());
     common::wait_until("journeyd is ready", std::time::Duration::from_secs(30), || async {
         matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
