@@ -13,6 +13,8 @@ pub const DLQ_SUBJECT: &str = "journey.dlq";
 pub const LATE_SUBJECT: &str = "journey.late";
 pub const REASON_HEADER: &str = "Journey-Reason";
 pub const DETAIL_HEADER: &str = "Journey-Detail";
+/// On a refused input cut to fit the server's `max_payload`: its full length.
+pub const TRUNCATED_HEADER: &str = "Journey-Truncated";
 
 /// Why a transition happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

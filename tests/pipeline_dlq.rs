@@ -222,3 +222,24 @@ async fn an_oversized_payload_near_the_nats_max_payload_still_reaches_the_dlq() 
     ev["campaign"] = json!("x".repeat(1_048_576 - 40 - base));
     assert_refused(&[], "touch.app.signup", &bytes(&ev), "oversized").await;
 }
+
+// A payload of exactly the server's max_payload leaves no room for any header:
+// it reaches journey.dlq cut to fit, with its reason and its full length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_of_the_whole_nats_max_payload_reaches_the_dlq_cut_to_fit() {
+    let mut ev = event("e1", days_ago(1), "u1", "app", "signup");
+    ev["campaign"] = json!("");
+    let base = bytes(&ev).len();
+    ev["campaign"] = json!("x".repeat(1_048_576 - base));
+    let payload = bytes(&ev);
+    assert_eq!(payload.len(), 1_048_576);
+    let mut p = Pipeline::start(EVENT_TIME_ONLY, &format!("{LIFECYCLE}{LIMITS}")).await;
+    let mut dlq = subscribe(&p.client, "journey.dlq").await;
+    publish_raw(&p.client, "touch.app.signup", &payload).await;
+    let msg = next_msg(&mut dlq).await;
+    assert_eq!(reason_of(&msg).as_deref(), Some("oversized"), "headers: {:?}", msg.headers);
+    let truncated = msg.headers.as_ref().and_then(|h| h.get("Journey-Truncated")).map(|v| v.to_string());
+    assert_eq!(truncated.as_deref(), Some("1048576"), "headers: {:?}", msg.headers);
+    assert!(msg.payload.len() < payload.len() && payload.starts_with(&msg.payload), "the original bytes, cut: {} bytes", msg.payload.len());
+    p.journeyd.wait_metrics("journey_dlq_total{reason=\"oversized\"} 1", |m| value_or_zero(m, "journey_dlq_total", &[("reason", "oversized")]) == 1.0).await;
+}

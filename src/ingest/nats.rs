@@ -6,7 +6,7 @@
 use super::input::Input;
 use crate::catalog::IdTypeId;
 use crate::config::NatsConfig;
-use crate::emit::{DETAIL_HEADER, DLQ_SUBJECT, LATE_SUBJECT, REASON_HEADER};
+use crate::emit::{DETAIL_HEADER, DLQ_SUBJECT, LATE_SUBJECT, REASON_HEADER, TRUNCATED_HEADER};
 use crate::engine::{CustomerView, Outcome, Router};
 use crate::metrics::Metrics;
 use anyhow::Context;
@@ -108,8 +108,10 @@ pub async fn round_trip(client: &Client, timeout: Duration) -> anyhow::Result<()
 /// Publishes a refused or late input with its reason. A header value cannot
 /// hold a line break, and a detail quotes the input: line breaks become
 /// spaces. When the input is so close to the server's `max_payload` that the
-/// detail headers do not fit, it goes with its reason alone.
-async fn publish_aside(client: &Client, subject: &'static str, reason: &str, detail: Option<&str>, source: &str, payload: bytes::Bytes) {
+/// detail headers do not fit, it goes with its reason alone; when not even
+/// that fits, its bytes are cut to fit and `Journey-Truncated` gives their
+/// full length (rather than the server refusing the message).
+async fn publish_aside(client: &Client, subject: &'static str, reason: &str, detail: Option<&str>, source: &str, mut payload: bytes::Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert(REASON_HEADER, reason);
     let reason_only = headers.clone();
@@ -117,8 +119,18 @@ async fn publish_aside(client: &Client, subject: &'static str, reason: &str, det
         headers.insert(DETAIL_HEADER, header_safe(d).as_ref());
     }
     headers.insert("Journey-Subject", header_safe(source).as_ref());
-    let fits = |h: &HeaderMap| payload.len() + header_bytes(h) <= client.server_info().max_payload;
-    let headers = if fits(&headers) { headers } else { reason_only };
+    let max_payload = client.server_info().max_payload;
+    let fits = |h: &HeaderMap| payload.len() + header_bytes(h) <= max_payload;
+    let headers = if fits(&headers) {
+        headers
+    } else if fits(&reason_only) {
+        reason_only
+    } else {
+        let mut cut = reason_only;
+        cut.insert(TRUNCATED_HEADER, payload.len().to_string().as_str());
+        payload.truncate(max_payload.saturating_sub(header_bytes(&cut)));
+        cut
+    };
     if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
         tracing::error!(error = %e, subject, "cannot publish aside");
     }
