@@ -116,7 +116,8 @@ pub struct DecodeContext<'c> {
 }
 
 /// Id values that never identify anyone: empty, `null`, `undefined`, `0`,
-/// `anonymous` (any case) and the config's `identity.blocked_values`.
+/// `anonymous`, `none` and the config's `identity.blocked_values`, in any
+/// (ASCII) case, around spaces.
 #[derive(Debug, Clone)]
 pub struct BlockedIds {
     extra: Vec<String>,
@@ -126,12 +127,12 @@ impl BlockedIds {
     const BUILTIN: [&'static str; 6] = ["", "null", "undefined", "0", "anonymous", "none"];
 
     pub fn new(extra: &[String]) -> BlockedIds {
-        BlockedIds { extra: extra.to_vec() }
+        BlockedIds { extra: extra.iter().map(|b| b.trim().to_string()).collect() }
     }
 
     pub fn is_blocked(&self, value: &str) -> bool {
         let v = value.trim();
-        Self::BUILTIN.iter().any(|b| v.eq_ignore_ascii_case(b)) || self.extra.iter().any(|b| b == v)
+        Self::BUILTIN.iter().any(|b| v.eq_ignore_ascii_case(b)) || self.extra.iter().any(|b| v.eq_ignore_ascii_case(b))
     }
 }
 
@@ -540,6 +541,17 @@ mod tests {
     fn catalog() -> Catalog {
         let c = config::parse("[channels]\napp = \"tech\"\nsms = \"low\"\n[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = \"a\", to = \"b\", on = { kind = \"purchase\" } }]\n").unwrap().config;
         Catalog::new(&c)
+    }
+
+    #[test]
+    fn blocked_values_match_in_any_case_around_spaces() {
+        let blocked = BlockedIds::new(&["N/A".to_string(), " test ".to_string()]);
+        for v in ["N/A", "n/a", " n/A ", "TEST", "test", "None", " anonymous "] {
+            assert!(blocked.is_blocked(v), "{v:?}");
+        }
+        for v in ["n/a2", "tester", "u-1"] {
+            assert!(!blocked.is_blocked(v), "{v:?}");
+        }
     }
 
     #[test]

@@ -469,7 +469,7 @@ impl Reference {
 
     fn is_blocked(&self, v: &str) -> bool {
         let v = v.trim();
-        ["", "null", "undefined", "0", "anonymous", "none"].iter().any(|b| v.eq_ignore_ascii_case(b)) || self.blocked.iter().any(|b| b == v)
+        ["", "null", "undefined", "0", "anonymous", "none"].into_iter().chain(self.blocked.iter().map(String::as_str)).any(|b| v.eq_ignore_ascii_case(b.trim()))
     }
 }
 
