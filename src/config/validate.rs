@@ -112,6 +112,15 @@ fn check_nats(c: &Config, f: &mut Findings) {
     if c.nats.subjects.is_empty() {
         f.error("nats.subjects", "at least one subject is needed");
     }
+    for (i, subject) in c.nats.subjects.iter().enumerate() {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        if let Some(own) = OWN_SUBJECTS.iter().find(|own| overlap(&tokens, &own.split('.').collect::<Vec<_>>())) {
+            f.error(
+                format!("nats.subjects[{i}]"),
+                format!("`{subject}` also takes in journeyd's own `{own}`: what journeyd publishes would come back as input (an event refused to journey.dlq, again and again)"),
+            );
+        }
+    }
     if c.nats.subscription_capacity == 0 {
         f.error("nats.subscription_capacity", "must be positive");
     }
@@ -129,6 +138,21 @@ fn check_nats(c: &Config, f: &mut Findings) {
     if c.nats.user.is_some() != c.nats.password.is_some() {
         let (given, missing) = if c.nats.user.is_some() { ("nats.user", "nats.password") } else { ("nats.password", "nats.user") };
         f.error(given, format!("user and password go together: `{missing}` is missing"));
+    }
+}
+
+/// The subjects journeyd publishes or answers on, as NATS subject patterns.
+const OWN_SUBJECTS: [&str; 6] =
+    ["journey.dlq", "journey.late", "journey.transition.*.*.*", "journey.trigger.*", "journey.query.customer", "journey.admin.forget"];
+
+/// Whether some subject matches both NATS subject patterns (`*`: one token,
+/// `>`: one or more trailing tokens).
+fn overlap(a: &[&str], b: &[&str]) -> bool {
+    match (a.split_first(), b.split_first()) {
+        (None, None) => true,
+        (Some((&">", _)), Some(_)) | (Some(_), Some((&">", _))) => true,
+        (Some((x, a)), Some((y, b))) if *x == "*" || *y == "*" || x == y => overlap(a, b),
+        _ => false,
     }
 }
 
@@ -467,6 +491,18 @@ mod tests {
         assert_eq!(loaded.warnings.len(), 1);
         assert!(loaded.warnings[0].message.contains("`c` is unreachable"));
         assert_eq!(loaded.warnings[0].line, Some(4));
+    }
+
+    #[test]
+    fn input_subjects_that_take_in_journeyds_own_output_are_refused() {
+        for subject in [">", "journey.>", "*.dlq", "journey.transition.lifecycle.>", "journey.*", "*.*.*.*.*"] {
+            let e = errors(&format!("[nats]\nsubjects = [\"touch.>\", \"{subject}\"]\n"));
+            assert_eq!(e.len(), 1, "{subject}: {e:?}");
+            assert!(e[0].contains(&format!("nats.subjects[1]: `{subject}` also takes in journeyd's own")), "{e:?}");
+        }
+        for subject in ["touch.>", "touch.*.*", "journeys.>", "journey", "*.dlq.x", "journey.transition.a.b"] {
+            assert_eq!(errors(&format!("[nats]\nsubjects = [\"{subject}\"]\n")), Vec::<String>::new(), "{subject}");
+        }
     }
 
     #[test]
