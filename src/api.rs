@@ -1,5 +1,5 @@
 //! HTTP: `/metrics` (Prometheus text), `/healthz`, `/readyz` (ready once
-//! subscribed), and the customer API: `GET`/`DELETE /v1/customers/{id}`
+//! subscribed and while connected), and the customer API: `GET`/`DELETE /v1/customers/{id}`
 //! (any linked id; `?type=phone` to name the id type). Customer requests go
 //! through the router so they see every event routed before them.
 //! `/v1/funnels`, `/v1/funnels/{name}` and `/v1/stats` summarise the live metrics.
@@ -28,6 +28,8 @@ pub struct AppState {
     /// True while state is rebuilt from JetStream (`/metrics` answers 503).
     pub rebuilding: Arc<AtomicBool>,
     pub control: mpsc::Sender<Control>,
+    /// The NATS client, once connected: `/readyz` is 503 while it reconnects.
+    pub client: Arc<std::sync::OnceLock<async_nats::Client>>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -51,10 +53,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: not consuming from NATS\n").into_response()
+    let connected = s.client.get().is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
+    match (s.ready.load(Ordering::Acquire), connected) {
+        (true, true) => (StatusCode::OK, "ready\n").into_response(),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the NATS connection is lost; reconnecting\n").into_response(),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: not consuming from NATS\n").into_response(),
     }
 }
 

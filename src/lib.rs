@@ -107,6 +107,7 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     let rebuild = cfg.nats.jetstream.as_ref().is_some_and(|js| js.rebuild);
     rebuilding.store(rebuild, Ordering::Release);
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let client_cell = Arc::new(std::sync::OnceLock::new());
     let listener_addr = listener.local_addr().map_or_else(|_| cfg.http.listen.clone(), |a| a.to_string());
     let state = api::AppState {
         plan: plan.clone(),
@@ -115,6 +116,7 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
         ready: ready.clone(),
         rebuilding: rebuilding.clone(),
         control: control_tx.clone(),
+        client: client_cell.clone(),
     };
     let http_stop = CancellationToken::new();
     let http = {
@@ -129,6 +131,7 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     tracing::info!(listen = %listener_addr, "HTTP listening");
 
     let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
+    let _ = client_cell.set(client.clone());
     let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Nats(client.clone()));
     let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     let input = match &cfg.nats.jetstream {

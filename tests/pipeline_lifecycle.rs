@@ -74,6 +74,12 @@ async fn journeyd_reconnects_after_nats_restarts_and_processes_new_events() {
     p.publish(&[event("before", ts, "u-before", "app", "signup")]).await;
     p.transition_where("of the event before the restart", |t| t["event_id"] == "before").await;
 
+    // While the server is gone, journeyd is not ready (it consumes nothing).
+    tokio::task::block_in_place(|| p.nats.stop());
+    common::wait_until("/readyz answers 503 while NATS is down", Duration::from_secs(10), || async {
+        matches!(common::try_http_get(&p.journeyd.http, "/readyz").await, Ok((503, _))).then_some(())
+    })
+    .await;
     tokio::task::block_in_place(|| p.nats.restart());
 
     // Publish a fresh event each attempt until one comes through journeyd:
@@ -96,6 +102,7 @@ async fn journeyd_reconnects_after_nats_restarts_and_processes_new_events() {
         }
     }
 
+    assert_eq!(common::try_http_get(&p.journeyd.http, "/readyz").await.map(|r| r.0).ok(), Some(200), "ready again once reconnected");
     let metrics = p.journeyd.metrics().await;
     let events = |e| value_or_zero(&metrics, "journey_nats_connection_events_total", &[("event", e)]);
     assert!(events("disconnected") >= 1.0, "{metrics}");
