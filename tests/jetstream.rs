@@ -342,6 +342,26 @@ async fn an_event_refused_as_future_stays_refused_after_a_restart() {
     second.stop().await;
 }
 
+/// The same for an event stored while journeyd was down and delivered live
+/// only after its time has come: it is judged by when the stream stored it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stored_too_far_ahead_while_journeyd_was_down_is_refused_when_delivered() {
+    let nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    create_stream(&js).await;
+    let text = config(&nats, 1024).replace(EVENT_TIME_ONLY, "allowed_lateness = \"5s\"\nidle_timeout = \"1h\"\nmax_future_skew = \"1s\"");
+    let ahead = support::now_ms() + 3_000;
+    publish_stored(&js, &[event("ok", support::now_ms() - 60_000, "present-user", "app", "signup"), event("ahead", ahead, "future-user", "app", "signup")])
+        .await;
+    common::wait_until("the event's time has passed", std::time::Duration::from_secs(10), || async { (support::now_ms() > ahead + 500).then_some(()) }).await;
+    let j = Service::start(&text).await;
+    let m = j.wait_metrics("one applied, one refused", |m| sum_or_zero(m, "journey_events_total", &[]) + sum_or_zero(m, "journey_dlq_total", &[]) == 2.0).await;
+    assert_eq!(sum_or_zero(&m, "journey_dlq_total", &[("reason", "future_timestamp")]), 1.0, "{m}");
+    assert_eq!(j.customer("future-user").await, None);
+    assert!(j.customer("present-user").await.is_some());
+    j.stop().await;
+}
+
 /// From start-up until state is rebuilt, `/metrics` answers 503, even while NATS
 /// is out of reach: a scrape of empty counters would read as a reset. The
 /// customer API answers 503 at once too (its router is not reading yet).

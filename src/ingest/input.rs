@@ -71,6 +71,17 @@ impl Input {
         self.next().now_or_never().flatten()
     }
 
+    /// The time (ms) `msg`'s event is judged against (`max_future_skew`):
+    /// when the stream stored it, for JetStream (as a rebuild judges it, so
+    /// that an event published while journeyd was down is not let in by the
+    /// clock of its late delivery); the wall clock for core NATS.
+    pub fn clock_of(&self, msg: &Message) -> i64 {
+        match self {
+            Input::Core(_) => super::nats::wall_ms(),
+            Input::JetStream(js) => msg.reply.as_ref().and_then(|r| stored_ms(&js.context, r)).unwrap_or_else(super::nats::wall_ms),
+        }
+    }
+
     /// Records that the customer of `id` was forgotten after every event
     /// taken so far, so that a later rebuild forgets it again (JetStream only:
     /// core NATS keeps no history to rebuild from).
@@ -195,6 +206,16 @@ pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<I
 
 /// The stream sequence in a JetStream ack subject.
 fn sequence_of(context: &jetstream::Context, reply: &Subject) -> Option<u64> {
+    ack_info(context, reply, |i| i.stream_sequence)
+}
+
+/// When the stream stored a message, from its JetStream ack subject (ms).
+fn stored_ms(context: &jetstream::Context, reply: &Subject) -> Option<i64> {
+    ack_info(context, reply, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// `f` of what a JetStream ack subject tells of its message.
+fn ack_info<T>(context: &jetstream::Context, reply: &Subject, f: impl FnOnce(&jetstream::message::Info) -> T) -> Option<T> {
     let message = async_nats::Message {
         subject: Subject::from_static(""),
         reply: Some(reply.clone()),
@@ -204,7 +225,7 @@ fn sequence_of(context: &jetstream::Context, reply: &Subject) -> Option<u64> {
         description: None,
         length: 0,
     };
-    jetstream::Message { message, context: context.clone() }.info().ok().map(|i| i.stream_sequence)
+    jetstream::Message { message, context: context.clone() }.info().ok().map(|i| f(&i))
 }
 
 /// The durable pull consumer `js.consumer` on stream `js.stream` (the stream

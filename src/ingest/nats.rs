@@ -195,11 +195,15 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
             Some(c) = control_rx.recv() => control(router, &mut input, c).await,
             msg = input.next() => {
                 let Some(msg) = msg else { break };
-                handle(client, router, msg, wall_ms()).await;
+                let now = input.clock_of(&msg);
+                handle(client, router, msg, now).await;
                 // Take what is already buffered, without waiting, then flush partial batches.
                 for _ in 1..burst {
                     match input.try_next() {
-                        Some(m) => handle(client, router, m, wall_ms()).await,
+                        Some(m) => {
+                            let now = input.clock_of(&m);
+                            handle(client, router, m, now).await
+                        }
                         None => break,
                     }
                 }
@@ -213,7 +217,8 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     }
     tracing::info!("draining the input");
     for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
-        handle(client, router, msg, wall_ms()).await;
+        let now = input.clock_of(&msg);
+        handle(client, router, msg, now).await;
     }
     commit(router, &mut input).await;
     input.finish(Duration::from_secs(10)).await;
