@@ -471,8 +471,9 @@ fn required_str<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, st
 }
 
 /// The subject's value and the payload's must agree; either alone is enough.
+/// An empty string in the payload counts as absent.
 fn pick<'s>(field: &str, from_subject: Option<&'s str>, from_payload: Option<&'s str>) -> Result<&'s str, Rejection> {
-    match (from_subject, from_payload) {
+    match (from_subject, from_payload.filter(|v| !v.is_empty())) {
         (Some(s), Some(p)) if s != p => Err(Rejection::new(RejectReason::SubjectMismatch, format!("subject says {field} `{s}`, payload says `{p}`"))),
         (_, Some(v)) | (Some(v), None) => Ok(v),
         (None, None) => Err(missing(field)),
@@ -541,6 +542,14 @@ mod tests {
     fn catalog() -> Catalog {
         let c = config::parse("[channels]\napp = \"tech\"\nsms = \"low\"\n[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = \"a\", to = \"b\", on = { kind = \"purchase\" } }]\n").unwrap().config;
         Catalog::new(&c)
+    }
+
+    #[test]
+    fn an_empty_channel_or_kind_is_missing() {
+        let p = |channel: &str, kind: &str| format!(r#"{{"id":"e","ts":1,"ids":{{"u":"1"}},"channel":"{channel}","kind":"{kind}"}}"#);
+        assert_eq!(run(&p("", "view"), None).map(|d| d.1), Err(RejectReason::MissingField));
+        assert_eq!(run(&p("app", ""), None).map(|d| d.1), Err(RejectReason::MissingField));
+        assert_eq!(run(&p("", ""), Some("touch.app.view")).map(|d| (d.3, d.4)), Ok(("app".to_string(), "view".to_string())), "the subject has them");
     }
 
     #[test]

@@ -485,7 +485,8 @@ fn subject_parts(subject: Option<&str>) -> (Option<&str>, Option<&str>) {
 fn agree(from_subject: Option<&str>, from_payload: Option<&Value>) -> Option<String> {
     let payload = match from_payload {
         None => None,
-        Some(v) => Some(v.as_str()?),
+        // An empty string counts as absent.
+        Some(v) => Some(v.as_str()?).filter(|p| !p.is_empty()),
     };
     match (from_subject, payload) {
         (Some(s), Some(p)) if s != p => None,
