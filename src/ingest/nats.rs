@@ -188,6 +188,7 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     let period = (router.idle_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -208,11 +209,14 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
                     }
                 }
                 commit(router, &mut input).await;
+                // Input that never runs dry keeps the (biased) select from
+                // reaching the ticker: if all of it is refused, late or
+                // duplicate, the idle clock must still move the watermark.
+                if last_tick.elapsed() >= period {
+                    last_tick = tick(router, &mut input).await;
+                }
             }
-            _ = ticker.tick() => {
-                router.on_idle(Instant::now(), wall_ms()).await;
-                input.ack_applied().await;
-            }
+            _ = ticker.tick() => last_tick = tick(router, &mut input).await,
         }
     }
     tracing::info!("draining the input");
@@ -222,6 +226,15 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     }
     commit(router, &mut input).await;
     input.finish(Duration::from_secs(10)).await;
+}
+
+/// The periodic work of the consuming loop: the idle clock, and the acks of
+/// what the shards have applied. Returns when it ran.
+async fn tick(router: &mut Router, input: &mut Input) -> Instant {
+    let now = Instant::now();
+    router.on_idle(now, wall_ms()).await;
+    input.ack_applied().await;
+    now
 }
 
 /// Ends a burst: sends the partial batches and hands what was taken to the
