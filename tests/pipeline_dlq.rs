@@ -233,7 +233,7 @@ async fn a_payload_of_the_whole_nats_max_payload_reaches_the_dlq_cut_to_fit() {
     ev["campaign"] = json!("x".repeat(1_048_576 - base));
     let payload = bytes(&ev);
     assert_eq!(payload.len(), 1_048_576);
-    let mut p = Pipeline::start(EVENT_TIME_ONLY, &format!("{LIFECYCLE}{LIMITS}")).await;
+    let p = Pipeline::start(EVENT_TIME_ONLY, &format!("{LIFECYCLE}{LIMITS}")).await;
     let mut dlq = subscribe(&p.client, "journey.dlq").await;
     publish_raw(&p.client, "touch.app.signup", &payload).await;
     let msg = next_msg(&mut dlq).await;

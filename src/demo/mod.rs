@@ -102,7 +102,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         if tty {
             let _ = write!(out, "\x1b[2J\x1b[H{screen}\n(Ctrl-C to stop)\n");
-        } else if started.elapsed().as_secs() % 5 == 0 {
+        } else if started.elapsed().as_secs().is_multiple_of(5) {
             let _ = writeln!(out, "{screen}");
         }
         let _ = out.flush();

@@ -1,6 +1,7 @@
 //! A local nats-server for the demo: found on `NATS_SERVER_BIN`, on PATH, or
 //! in the project's `.tools/` (where `make` installs it), started on a free
-//! loopback port with its own temporary directory, killed on drop.
+//! loopback port with JetStream on (for a config with `nats.jetstream`) in its
+//! own temporary directory, killed on drop.
 
 use anyhow::{bail, Context};
 use std::net::{TcpListener, TcpStream};
@@ -34,8 +35,10 @@ impl NatsServer {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = tempfile::tempdir()?;
         let log = std::fs::File::create(dir.path().join("nats.log"))?;
+        let store = dir.path().join("jetstream");
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&store)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

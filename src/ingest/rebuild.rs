@@ -155,7 +155,7 @@ pub async fn rebuild(
             done.unacknowledged += 1;
         }
         done.events += 1;
-        if done.events % burst as u64 == 0 {
+        if done.events.is_multiple_of(burst as u64) {
             router.flush().await;
             if progress.elapsed() >= PROGRESS {
                 progress = Instant::now();
