@@ -56,7 +56,7 @@ fn last_key_before(s: &str) -> Option<&str> {
     let mut rest = s;
     while let Some(eq) = rest.find('=') {
         let name = rest[..eq].trim_end();
-        let start = name.rfind(|c: char| !is_key(c)).map_or(0, |i| i + 1);
+        let start = name.char_indices().rev().find(|(_, c)| !is_key(*c)).map_or(0, |(i, c)| i + c.len_utf8());
         if start < name.len() {
             best = Some(&name[start..]);
         }
@@ -118,6 +118,17 @@ fn segments(path: &str) -> Vec<Seg<'_>> {
 mod tests {
     use super::*;
     use crate::config::Severity;
+
+    #[test]
+    fn a_line_with_non_ascii_text_before_an_equals_sign_is_read_whole() {
+        assert_eq!(last_key_before("  { from = [\"é=\"], to = \"b\", on = { knd = "), Some("knd"));
+        assert_eq!(last_key_before("name = \"ü\" # ß=x"), Some("x"));
+        let e = crate::config::parse(
+            "[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [\n  { from = [\"é=\"], to = \"b\", on = { knd = \"x\" } },\n]\n",
+        );
+        let e = e.expect_err("an unknown key");
+        assert_eq!(e.iter().map(|d| d.line).collect::<Vec<_>>(), [Some(6)], "{e:?}");
+    }
 
     #[test]
     fn finds_lines_inside_arrays_of_tables_and_inline_arrays() {
