@@ -42,6 +42,11 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     if c.engine.batch_size == Some(0) || c.engine.queue_batches == Some(0) {
         f.error("engine", "batch_size and queue_batches must be positive");
     }
+    for (key, v) in [("engine.batch_size", c.engine.batch_size), ("engine.queue_batches", c.engine.queue_batches)] {
+        if v.is_some_and(|v| v > MAX_BATCHING) {
+            f.error(key, format!("at most {MAX_BATCHING}"));
+        }
+    }
     for reserved in ["none", "other"] {
         if c.channels.contains_key(reserved) {
             f.error(
@@ -98,8 +103,30 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     if cat.kind_count() > MAX_NAMED {
         f.error("kinds", format!("at most {MAX_NAMED} distinct event kinds named in the config"));
     }
+    let pairs = cat.channel_count() * cat.kind_count();
+    if pairs > MAX_CHANNEL_KIND_PAIRS {
+        f.error(
+            "channels",
+            format!(
+                "{} channels × {} kinds make {pairs} series of journey_events_total alone (at most {MAX_CHANNEL_KIND_PAIRS}): name fewer",
+                cat.channel_count(),
+                cat.kind_count()
+            ),
+        );
+    }
     f.0
 }
+
+/// Channel × kind pairs a config may name (each a `journey_events_total`
+/// series, and a counter slot in every shard).
+pub const MAX_CHANNEL_KIND_PAIRS: usize = 1_000_000;
+/// The most events per batch and batches per shard queue.
+const MAX_BATCHING: usize = 65_536;
+/// The most messages a NATS subscription may buffer.
+const MAX_SUBSCRIPTION_CAPACITY: usize = 1 << 24;
+/// How far ahead of the clock an event may be (days): event times stay well
+/// inside the 48 bits customer state keeps them in.
+const MAX_FUTURE_SKEW_DAYS: i64 = 365;
 
 fn check_name(key: String, name: &str, f: &mut Findings) {
     let ok = !name.is_empty() && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
@@ -121,8 +148,8 @@ fn check_nats(c: &Config, f: &mut Findings) {
             );
         }
     }
-    if c.nats.subscription_capacity == 0 {
-        f.error("nats.subscription_capacity", "must be positive");
+    if c.nats.subscription_capacity == 0 || c.nats.subscription_capacity > MAX_SUBSCRIPTION_CAPACITY {
+        f.error("nats.subscription_capacity", format!("must be between 1 and {MAX_SUBSCRIPTION_CAPACITY}"));
     }
     let auth = [c.nats.token.is_some(), c.nats.user.is_some(), c.nats.credentials.is_some()].iter().filter(|x| **x).count();
     if auth > 1 {
@@ -163,6 +190,9 @@ fn check_time(c: &Config, f: &mut Findings) {
     if c.time.max_future_skew.millis() < 0 || c.time.allowed_lateness.millis() < 0 {
         f.error("time", "durations must not be negative");
     }
+    if c.time.max_future_skew.millis() > MAX_FUTURE_SKEW_DAYS * 86_400_000 {
+        f.error("time.max_future_skew", format!("at most {MAX_FUTURE_SKEW_DAYS}d"));
+    }
 }
 
 fn check_identity(c: &Config, f: &mut Findings) {
@@ -177,8 +207,8 @@ fn check_identity(c: &Config, f: &mut Findings) {
         }
     }
     for (t, n) in &id.max_ids_per_type {
-        if *n == 0 {
-            f.error(format!("identity.max_ids_per_type.{t}"), "must be at least 1");
+        if *n == 0 || *n > 255 {
+            f.error(format!("identity.max_ids_per_type.{t}"), "must be between 1 and 255");
         }
     }
     if id.max_group_size < 1 {
@@ -503,6 +533,23 @@ mod tests {
         for subject in ["touch.>", "touch.*.*", "journeys.>", "journey", "*.dlq.x", "journey.transition.a.b"] {
             assert_eq!(errors(&format!("[nats]\nsubjects = [\"{subject}\"]\n")), Vec::<String>::new(), "{subject}");
         }
+    }
+
+    #[test]
+    fn sizes_that_would_exhaust_memory_or_overflow_are_refused() {
+        let e = errors("[engine]\nbatch_size = 4611686018427387904\nqueue_batches = 70000\n");
+        assert_eq!(e, ["line 2: error: engine.batch_size: at most 65536", "line 3: error: engine.queue_batches: at most 65536"]);
+        let e = errors("[nats]\nsubscription_capacity = 100000000\n");
+        assert_eq!(e, ["line 2: error: nats.subscription_capacity: must be between 1 and 16777216"]);
+        let e = errors("[time]\nmax_future_skew = \"400d\"\n");
+        assert_eq!(e, ["line 2: error: time.max_future_skew: at most 365d"]);
+        let e = errors("[identity]\nmax_ids_per_type = { user_id = 256 }\n");
+        assert_eq!(e, ["line 2: error: identity.max_ids_per_type.user_id: must be between 1 and 255"]);
+        let channels: String = (0..1001).map(|i| format!("c{i} = \"tech\"\n")).collect();
+        let kinds: Vec<String> = (0..1000).map(|i| format!("\"k{i}\"")).collect();
+        let e = errors(&format!("kinds = [{}]\n[channels]\n{channels}", kinds.join(", ")));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("line 2: error: channels: 1003 channels × ") && e[0].contains("(at most 1000000)"), "{e:?}");
     }
 
     #[test]
