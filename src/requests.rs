@@ -44,6 +44,21 @@ pub async fn subscribe(client: &Client) -> anyhow::Result<Requests> {
     Ok(Requests { queries: client.subscribe(QUERY_SUBJECT).await?, forgets: client.subscribe(FORGET_SUBJECT).await? })
 }
 
+/// `body`, or an error naming its size when it is over the server's
+/// `max_payload` (the client would refuse it, and the requester would only
+/// see a timeout). HTTP has no such limit.
+fn fit_reply(body: bytes::Bytes, is_forget: bool, max_payload: usize) -> bytes::Bytes {
+    if body.len() <= max_payload {
+        return body;
+    }
+    let done = if is_forget { "the customer was forgotten, but " } else { "" };
+    let error = format!(
+        "{done}the answer is {} bytes, over the NATS server's max_payload ({max_payload}); the HTTP API (/v1/customers/{{id}}) has no such limit",
+        body.len()
+    );
+    crate::emit::to_bytes(&serde_json::json!({ "error": error }))
+}
+
 /// Serves both subjects until `shutdown`.
 pub async fn serve(requests: Requests, client: Client, control: mpsc::Sender<Control>, shutdown: CancellationToken) {
     let Requests { mut queries, mut forgets } = requests;
@@ -68,6 +83,7 @@ pub async fn serve(requests: Requests, client: Client, control: mpsc::Sender<Con
                 Err(e) => error_body(&e),
             },
         };
+        let body = fit_reply(body, is_forget, client.server_info().max_payload);
         if let Err(e) = client.publish(reply, body).await {
             tracing::warn!(error = %e, "cannot reply to a request");
         }

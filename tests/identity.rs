@@ -604,6 +604,34 @@ async fn query_by_any_alias_over_http_and_nats_returns_the_whole_customer() {
     j.stop().await;
 }
 
+/// A customer whose view is over the NATS server's max_payload (1 MiB) gets
+/// an error reply that says so, not a timeout; HTTP still serves the view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_over_the_nats_max_payload_gets_an_error_reply_and_http_serves_it() {
+    let nats = NatsServer::start();
+    let j = Service::start_on(
+        &nats,
+        EVENT_TIME_ONLY,
+        &format!("[limits]\nmax_event_bytes = 200000\n\n[identity]\npriority = [\"user_id\", \"anonymous_id\"]\n\n{SHORT_LIFECYCLE}"),
+    )
+    .await;
+    let t = days_ago(10);
+    let events: Vec<Value> = (0..8)
+        .map(|i| event_with_ids(&format!("big-{i}"), t + i, &[("user_id", "u-big"), ("anonymous_id", &format!("a{i}-{}", "x".repeat(150_000)))], "app", "view"))
+        .collect();
+    j.publish(&events).await;
+    j.wait_applied(8).await;
+    let reply = j.request("journey.query.customer", "u-big").await;
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(error.contains("over the NATS server's max_payload (1048576)"), "{reply}");
+    let view = j.customer("u-big").await.expect("HTTP serves the view");
+    assert_eq!(view["ids"]["anonymous_id"].as_array().map(Vec::len), Some(8));
+    let reply = j.request("journey.admin.forget", "u-big").await;
+    assert!(reply["error"].as_str().is_some_and(|e| e.starts_with("the customer was forgotten, but the answer is")), "{reply}");
+    assert_eq!(j.customer("u-big").await, None);
+    j.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_get_a_404_or_an_error_reply_never_an_empty_success() {
     let nats = NatsServer::start();
