@@ -26,8 +26,10 @@ impl Sink {
         match self {
             Sink::Nats(client) => {
                 for o in out.drain(..) {
+                    let bytes = o.payload.len();
                     if let Err(e) = client.publish(o.subject, o.payload).await {
-                        tracing::error!(error = %e, "cannot publish: the NATS client is closed");
+                        // Closed client, or a message over the server's max_payload.
+                        tracing::error!(error = %e, bytes, "cannot publish");
                     }
                 }
             }
