@@ -51,6 +51,34 @@ pub struct StageCount {
     pub customers: i64,
 }
 
+/// What became of the lines read so far.
+#[derive(Default)]
+struct Tally {
+    applied: u64,
+    refused: u64,
+    late: u64,
+    dups: u64,
+    by_reason: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    /// Counts line `line`'s outcome; the first [`REPORTED_BAD_LINES`] refusals go to `on_bad`.
+    fn add(&mut self, line: u64, outcome: Outcome, on_bad: &mut impl FnMut(u64, &str, &str)) {
+        match outcome {
+            Outcome::Accepted => self.applied += 1,
+            Outcome::Late => self.late += 1,
+            Outcome::Duplicate => self.dups += 1,
+            Outcome::Rejected(r) => {
+                self.refused += 1;
+                *self.by_reason.entry(r.reason.as_str()).or_default() += 1;
+                if self.refused <= REPORTED_BAD_LINES as u64 {
+                    on_bad(line, r.reason.as_str(), &r.detail);
+                }
+            }
+        }
+    }
+}
+
 /// Replays `path`; bad lines go to `on_bad(line_number, reason, detail)`.
 pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &str, &str)) -> anyhow::Result<Summary> {
     let plan = Arc::new(Plan::new(config));
@@ -60,12 +88,38 @@ pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &st
     let mut file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
     let started = Instant::now();
     let now_ms = crate::ingest::nats::wall_ms();
-    let (mut lines, mut bytes, mut applied, mut refused, mut late, mut dups) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let mut buf = BytesMut::with_capacity(1 << 20);
     let mut eof = false;
+    // A line longer than any event may be is refused (as oversized) from
+    // what has been read of it, and the rest of it is skipped, not buffered.
+    let max_line = plan.config.limits.max_event_bytes.saturating_add(2);
+    let mut skipping = false;
     while !eof || !buf.is_empty() {
         let newline = memchr::memchr(b'\n', &buf);
+        if skipping {
+            match newline {
+                Some(end) => {
+                    buf.advance(end + 1);
+                    skipping = false;
+                }
+                None => buf.clear(),
+            }
+            if buf.is_empty() && !eof {
+                let n = file.read_buf(&mut buf).await.with_context(|| format!("reading {}", path.display()))?;
+                eof = n == 0;
+                bytes += n as u64;
+            }
+            continue;
+        }
+        if newline.is_none() && !eof && buf.len() > max_line {
+            lines += 1;
+            tally.add(lines, router.ingest(&buf, None, Instant::now(), now_ms).await, &mut on_bad);
+            buf.clear();
+            skipping = true;
+            continue;
+        }
         if newline.is_none() && !eof {
             buf.reserve(1 << 20);
             let n = file.read_buf(&mut buf).await.with_context(|| format!("reading {}", path.display()))?;
@@ -82,18 +136,7 @@ pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &st
             line = &line[..line.len() - 1];
         }
         if !line.iter().all(u8::is_ascii_whitespace) {
-            match router.ingest(line, None, Instant::now(), now_ms).await {
-                Outcome::Accepted => applied += 1,
-                Outcome::Late => late += 1,
-                Outcome::Duplicate => dups += 1,
-                Outcome::Rejected(r) => {
-                    refused += 1;
-                    *by_reason.entry(r.reason.as_str()).or_default() += 1;
-                    if refused <= REPORTED_BAD_LINES as u64 {
-                        on_bad(lines, r.reason.as_str(), &r.detail);
-                    }
-                }
-            }
+            tally.add(lines, router.ingest(line, None, Instant::now(), now_ms).await, &mut on_bad);
         }
         buf.advance((end + 1).min(buf.len()));
     }
@@ -107,6 +150,7 @@ pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &st
         .into_iter()
         .map(|(model, st)| ModelStages { model, stages: st.into_iter().map(|(stage, customers)| StageCount { stage, customers }).collect() })
         .collect();
+    let Tally { applied, refused, late, dups, by_reason } = tally;
     Ok(Summary {
         lines,
         bytes,

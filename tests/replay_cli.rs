@@ -109,6 +109,23 @@ fn crlf_line_ends_and_a_last_line_without_one_read_the_same() {
 }
 
 #[test]
+fn a_line_longer_than_a_read_is_refused_as_oversized_and_skipped_unbuffered() {
+    let input = input(&[]);
+    let t = days_ago(30);
+    let long = format!(r#"{{"id":"big","ts":{t},"ids":{{"user_id":"u9"}},"channel":"app","kind":"view","campaign":"{}"}}"#, "x".repeat(3 << 20));
+    let lines = [event("e1", t, "u1", "app", "signup").to_string(), long, event("e2", t + 1, "u2", "app", "signup").to_string()];
+    std::fs::write(&input.events, lines.join("\n")).expect("write the events");
+
+    let out = replay(&input, "json");
+
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!((summary["lines"].as_u64(), summary["applied"].as_u64()), (Some(3), Some(2)), "{summary}");
+    assert_eq!(summary["refused_by_reason"], serde_json::json!({"oversized": 1}), "{summary}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:2: oversized:", input.events)), "{stderr}");
+}
+
+#[test]
 fn json_format_has_the_stage_counts_and_refusals() {
     let input = input(&three_customers());
 
