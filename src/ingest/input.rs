@@ -58,28 +58,21 @@ pub struct JetStreamInput {
 }
 
 impl Input {
-    /// The next message; `None` when the input has ended.
-    pub async fn next(&mut self) -> Option<Message> {
+    /// The next message, with the time (ms) its event is judged against
+    /// (`max_future_skew`): the wall clock for core NATS; for JetStream, when
+    /// the stream stored it (as a rebuild judges it, so that an event
+    /// published while journeyd was down is not let in by the clock of its
+    /// late delivery). `None` when the input has ended.
+    pub async fn next(&mut self) -> Option<(Message, i64)> {
         match self {
-            Input::Core(subs) => subs.next().await,
+            Input::Core(subs) => subs.next().await.map(|m| (m, super::nats::wall_ms())),
             Input::JetStream(js) => js.next().await,
         }
     }
 
     /// A message that is already buffered, without waiting.
-    pub fn try_next(&mut self) -> Option<Message> {
+    pub fn try_next(&mut self) -> Option<(Message, i64)> {
         self.next().now_or_never().flatten()
-    }
-
-    /// The time (ms) `msg`'s event is judged against (`max_future_skew`):
-    /// when the stream stored it, for JetStream (as a rebuild judges it, so
-    /// that an event published while journeyd was down is not let in by the
-    /// clock of its late delivery); the wall clock for core NATS.
-    pub fn clock_of(&self, msg: &Message) -> i64 {
-        match self {
-            Input::Core(_) => super::nats::wall_ms(),
-            Input::JetStream(js) => msg.reply.as_ref().and_then(|r| stored_ms(&js.context, r)).unwrap_or_else(super::nats::wall_ms),
-        }
     }
 
     /// Records that the customer of `id` was forgotten after every event
@@ -206,16 +199,6 @@ pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<I
 
 /// The stream sequence in a JetStream ack subject.
 fn sequence_of(context: &jetstream::Context, reply: &Subject) -> Option<u64> {
-    ack_info(context, reply, |i| i.stream_sequence)
-}
-
-/// When the stream stored a message, from its JetStream ack subject (ms).
-fn stored_ms(context: &jetstream::Context, reply: &Subject) -> Option<i64> {
-    ack_info(context, reply, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64)
-}
-
-/// `f` of what a JetStream ack subject tells of its message.
-fn ack_info<T>(context: &jetstream::Context, reply: &Subject, f: impl FnOnce(&jetstream::message::Info) -> T) -> Option<T> {
     let message = async_nats::Message {
         subject: Subject::from_static(""),
         reply: Some(reply.clone()),
@@ -225,7 +208,7 @@ fn ack_info<T>(context: &jetstream::Context, reply: &Subject, f: impl FnOnce(&je
         description: None,
         length: 0,
     };
-    jetstream::Message { message, context: context.clone() }.info().ok().map(|i| f(&i))
+    jetstream::Message { message, context: context.clone() }.info().ok().map(|i| i.stream_sequence)
 }
 
 /// The durable pull consumer `js.consumer` on stream `js.stream` (the stream
@@ -283,12 +266,14 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -
 }
 
 impl JetStreamInput {
-    async fn next(&mut self) -> Option<Message> {
+    /// The next message and when the stream stored it (ms).
+    async fn next(&mut self) -> Option<(Message, i64)> {
         loop {
             match self.messages.next().await? {
                 Ok(m) => {
+                    let stored = m.info().map_or_else(|_| super::nats::wall_ms(), |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
                     self.unacked.extend(m.message.reply.clone());
-                    return Some(m.message);
+                    return Some((m.message, stored));
                 }
                 // Heartbeats missed during a reconnect and the like: the
                 // stream recovers by itself; back off so as not to spin.

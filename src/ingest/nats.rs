@@ -195,16 +195,12 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
             _ = shutdown.cancelled() => break,
             Some(c) = control_rx.recv() => control(router, &mut input, c).await,
             msg = input.next() => {
-                let Some(msg) = msg else { break };
-                let now = input.clock_of(&msg);
+                let Some((msg, now)) = msg else { break };
                 handle(client, router, msg, now).await;
                 // Take what is already buffered, without waiting, then flush partial batches.
                 for _ in 1..burst {
                     match input.try_next() {
-                        Some(m) => {
-                            let now = input.clock_of(&m);
-                            handle(client, router, m, now).await
-                        }
+                        Some((m, now)) => handle(client, router, m, now).await,
                         None => break,
                     }
                 }
@@ -221,8 +217,7 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     }
     tracing::info!("draining the input");
     for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
-        let now = input.clock_of(&msg);
-        handle(client, router, msg, now).await;
+        handle(client, router, msg, wall_ms()).await;
     }
     commit(router, &mut input).await;
     input.finish(Duration::from_secs(10)).await;
