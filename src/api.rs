@@ -78,7 +78,7 @@ pub enum ApiError {
     Unavailable,
     #[error("journeyd is not consuming yet (connecting to NATS, or rebuilding state), or is draining")]
     NotReady,
-    #[error("journeyd did not answer within {} s", CONTROL_WAIT.as_secs())]
+    #[error("journeyd did not answer within {} s (a forget asked for may still take effect)", CONTROL_WAIT.as_secs())]
     Timeout,
 }
 

@@ -227,7 +227,8 @@ impl Trigger {
                             // Older than the `on` event that started the wait
                             // (it arrived late): in time order that one came
                             // after it and restarted the wait, which stands.
-                            return if cancelled { OnEvent::Cancelled } else { OnEvent::Nothing };
+                            // (Still pending: no `unless` cancelled it above.)
+                            return OnEvent::Nothing;
                         }
                         s.pending_due = OptTime48::new(due);
                         OnEvent::Scheduled { due, cancelled }
