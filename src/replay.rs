@@ -98,38 +98,30 @@ pub async fn replay(config: Config, path: &Path, mut on_bad: impl FnMut(u64, &st
     let mut skipping = false;
     while !eof || !buf.is_empty() {
         let newline = memchr::memchr(b'\n', &buf);
-        if skipping {
-            match newline {
-                Some(end) => {
-                    buf.advance(end + 1);
-                    skipping = false;
-                }
-                None => buf.clear(),
-            }
-            if buf.is_empty() && !eof {
-                let n = file.read_buf(&mut buf).await.with_context(|| format!("reading {}", path.display()))?;
-                eof = n == 0;
-                bytes += n as u64;
-            }
-            continue;
-        }
-        if newline.is_none() && !eof && buf.len() > max_line {
-            lines += 1;
-            tally.add(lines, router.ingest(&buf, None, Instant::now(), now_ms).await, &mut on_bad);
-            buf.clear();
-            skipping = true;
-            continue;
-        }
         if newline.is_none() && !eof {
+            if skipping {
+                buf.clear();
+            } else if buf.len() > max_line {
+                lines += 1;
+                tally.add(lines, router.ingest(&buf, None, Instant::now(), now_ms).await, &mut on_bad);
+                buf.clear();
+                skipping = true;
+            }
             buf.reserve(1 << 20);
             let n = file.read_buf(&mut buf).await.with_context(|| format!("reading {}", path.display()))?;
             eof = n == 0;
             bytes += n as u64;
             continue;
         }
+        let end = newline.unwrap_or(buf.len());
+        if skipping {
+            // The end of the over-long line, already counted.
+            buf.advance((end + 1).min(buf.len()));
+            skipping = false;
+            continue;
+        }
         // The line is read in place and the buffer advanced past it: a
         // split-off `Bytes` per line would cost two reference-count updates.
-        let end = newline.unwrap_or(buf.len());
         lines += 1;
         let mut line = &buf[..end];
         if line.last() == Some(&b'\r') {
