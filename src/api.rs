@@ -95,32 +95,35 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Looks a customer up through the router (waiting at most [`CONTROL_WAIT`]).
-pub async fn lookup(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
-    tokio::time::timeout(CONTROL_WAIT, lookup_now(control, id_type, id)).await.map_err(|_| ApiError::Timeout)?
+/// `request`'s answer, if the router gives it within [`CONTROL_WAIT`].
+async fn bounded<T>(request: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+    tokio::time::timeout(CONTROL_WAIT, request).await.map_err(|_| ApiError::Timeout)?
 }
 
-async fn lookup_now(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    control.send(Control::Query { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
-    let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
-    pending.await.map_err(|_| ApiError::Unavailable)?.ok_or(ApiError::NotFound(id))
+/// Looks a customer up through the router (waiting at most [`CONTROL_WAIT`]).
+pub async fn lookup(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
+    bounded(async {
+        let (tx, rx) = oneshot::channel();
+        control.send(Control::Query { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
+        let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
+        pending.await.map_err(|_| ApiError::Unavailable)?.ok_or(ApiError::NotFound(id))
+    })
+    .await
 }
 
 /// Forgets a customer through the router (waiting at most [`CONTROL_WAIT`]);
 /// returns what was removed.
 pub async fn forget(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
-    tokio::time::timeout(CONTROL_WAIT, forget_now(control, id_type, id)).await.map_err(|_| ApiError::Timeout)?
-}
-
-async fn forget_now(control: &mpsc::Sender<Control>, id_type: Option<String>, id: String) -> Result<CustomerView, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    control.send(Control::Forget { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
-    let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
-    let (view, ids) = pending.await.map_err(|_| ApiError::Unavailable)?.ok_or(ApiError::NotFound(id))?;
-    // Best effort: stale index entries of a forgotten customer are also skipped lazily.
-    let _ = control.try_send(Control::Purge(ids));
-    Ok(view)
+    bounded(async {
+        let (tx, rx) = oneshot::channel();
+        control.send(Control::Forget { id_type, id: id.clone(), reply: tx }).await.map_err(|_| ApiError::Unavailable)?;
+        let pending = rx.await.map_err(|_| ApiError::Unavailable)?.ok_or_else(|| ApiError::NotFound(id.clone()))?;
+        let (view, ids) = pending.await.map_err(|_| ApiError::Unavailable)?.ok_or(ApiError::NotFound(id))?;
+        // Best effort: stale index entries of a forgotten customer are also skipped lazily.
+        let _ = control.try_send(Control::Purge(ids));
+        Ok(view)
+    })
+    .await
 }
 
 /// Customer queries go through the router, which reads them only while it
