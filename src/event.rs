@@ -132,7 +132,7 @@ impl BlockedIds {
 
     pub fn is_blocked(&self, value: &str) -> bool {
         let v = value.trim();
-        Self::BUILTIN.iter().any(|b| v.eq_ignore_ascii_case(b)) || self.extra.iter().any(|b| v.eq_ignore_ascii_case(b))
+        Self::BUILTIN.into_iter().chain(self.extra.iter().map(String::as_str)).any(|b| v.eq_ignore_ascii_case(b))
     }
 }
 
