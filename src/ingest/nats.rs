@@ -11,7 +11,7 @@ use crate::engine::{CustomerView, Outcome, Router};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use async_nats::{Client, HeaderMap};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -188,7 +188,6 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     let period = (router.idle_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_tick = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -207,12 +206,13 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
                 commit(router, &mut input).await;
                 // Input that never runs dry keeps the (biased) select from
                 // reaching the ticker: if all of it is refused, late or
-                // duplicate, the idle clock must still move the watermark.
-                if last_tick.elapsed() >= period {
-                    last_tick = tick(router, &mut input).await;
+                // duplicate, the idle clock must still move the watermark,
+                // so a tick that is due is taken here too.
+                if ticker.tick().now_or_never().is_some() {
+                    tick(router, &mut input).await;
                 }
             }
-            _ = ticker.tick() => last_tick = tick(router, &mut input).await,
+            _ = ticker.tick() => tick(router, &mut input).await,
         }
     }
     tracing::info!("draining the input");
@@ -224,12 +224,10 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
 }
 
 /// The periodic work of the consuming loop: the idle clock, and the acks of
-/// what the shards have applied. Returns when it ran.
-async fn tick(router: &mut Router, input: &mut Input) -> Instant {
-    let now = Instant::now();
-    router.on_idle(now, wall_ms()).await;
+/// what the shards have applied.
+async fn tick(router: &mut Router, input: &mut Input) {
+    router.on_idle(Instant::now(), wall_ms()).await;
     input.ack_applied().await;
-    now
 }
 
 /// Ends a burst: sends the partial batches and hands what was taken to the
