@@ -155,6 +155,9 @@ impl Shard {
             funnel.on_event(&mut c.funnels[fi], t, |e| metrics.funnel(fi, e));
         }
         for (ti, trigger) in plan.triggers.iter().enumerate() {
+            if let Some((from, at)) = trigger.take_overdue(&mut c.triggers[ti], t) {
+                self.out.trigger(&self.metrics, plan, c, ti, from, at, "timeout");
+            }
             match trigger.on_event(&mut c.triggers[ti], t) {
                 OnEvent::Nothing => {}
                 OnEvent::Cancelled => self.metrics.trigger_suppressed(ti, Suppressed::Cancelled),
@@ -524,6 +527,35 @@ channels = ["email"]
         s.apply_event(&event_at(&s, 1, "cart_add", 0, 0));
         s.advance(2 * HOUR);
         assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "the purchase in (ts, due_ts] cancels");
+        assert_eq!(cancelled(&metrics, 0), 1);
+    }
+
+    #[test]
+    fn a_wait_that_came_due_before_the_next_cart_add_is_sent_not_replaced() {
+        let (mut s, _) = shard();
+        s.apply_event(&event(&s, 1, "cart_add", 0));
+        // A second cart add after the first wait's due time, while the
+        // watermark (its time less the lateness) has not passed that yet.
+        s.apply_event(&event_at(&s, 1, "cart_add", HOUR + 2_000, HOUR - 3_000));
+        let sent: Vec<serde_json::Value> =
+            s.out.messages.iter().filter(|o| o.subject.starts_with("journey.trigger.")).map(|o| serde_json::from_slice(&o.payload).expect("json")).collect();
+        assert_eq!(sent.len(), 1, "the first reminder came due before the second cart add");
+        assert_eq!((&sent[0]["ts"], &sent[0]["due_ts"], &sent[0]["reason"]), (&0.into(), &HOUR.into(), &"timeout".into()));
+        s.out.messages.clear();
+        s.advance(2 * HOUR + 2_001);
+        assert_eq!(triggers_sent(&mut s), ["journey.trigger.abandoned_cart"], "and the second wait runs its own hour");
+    }
+
+    #[test]
+    fn a_cart_add_that_restarts_a_wait_is_cancelled_by_a_purchase_that_arrived_first() {
+        let (mut s, metrics) = shard();
+        s.apply_event(&event(&s, 1, "cart_add", 0));
+        // After the first wait's hour: it does not cancel that one.
+        s.apply_event(&event_at(&s, 1, "purchase", HOUR + 1_000, HOUR - 4_000));
+        // In time order this cart add came before the purchase and restarted the wait.
+        s.apply_event(&event_at(&s, 1, "cart_add", HOUR - 2_000, HOUR - 4_000));
+        s.advance(3 * HOUR);
+        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "the restarted wait was cancelled by the purchase");
         assert_eq!(cancelled(&metrics, 0), 1);
     }
 

@@ -199,6 +199,20 @@ impl Trigger {
         }
     }
 
+    /// Takes out a waiting trigger that came due before `t`, an `on` event
+    /// that would restart it: in time order it came due first, so it is
+    /// decided now (as of its due time), before `t` starts the next wait.
+    /// Returns its start and due times.
+    pub fn take_overdue(&self, s: &mut TriggerState, t: &Touch) -> Option<(i64, i64)> {
+        let Start::On(on) = &self.start else { return None };
+        if self.within.is_none() || !s.is_pending() || t.ts <= s.pending_due() || !on.matches(t) {
+            return None;
+        }
+        let due = (self.pending_from(s), s.pending_due());
+        s.clear_pending();
+        Some(due)
+    }
+
     /// Applies one event: `unless` may cancel the waiting trigger, `on` may
     /// start one. An `unless` event with time in `(ts, due_ts]` of the `on`
     /// event cancels, whichever of the two arrived first.
@@ -220,7 +234,14 @@ impl Trigger {
                         let due = t.ts.saturating_add(w);
                         let last_unless = s.last_unless.get();
                         if self.unless.is_some() && last_unless > t.ts && last_unless <= due {
-                            // Its `unless` came already: this wait is over before it began.
+                            // Its `unless` came already: this wait is over
+                            // before it began. In time order this event also
+                            // restarted a wait that started before it (the
+                            // `unless` came after that one's due time, or it
+                            // would have cancelled it): that wait is over too.
+                            if s.is_pending() && due >= s.pending_due() {
+                                s.clear_pending();
+                            }
                             return OnEvent::Cancelled;
                         }
                         if s.is_pending() && due < s.pending_due() {
