@@ -313,12 +313,8 @@ impl Attributor {
             }
             Method::PositionBased => match k {
                 1 => weights[0] = 1.0,
-                2 => {
-                    let total = self.first_share + self.last_share;
-                    let (f, l) = if total > 0.0 { (self.first_share / total, self.last_share / total) } else { (0.5, 0.5) };
-                    weights[0] = f;
-                    weights[1] = l;
-                }
+                // Whatever the shares: with no middle, first and last are equals.
+                2 => weights.iter_mut().for_each(|w| *w = 0.5),
                 _ => {
                     let middle = (1.0 - self.first_share - self.last_share) / (k - 2) as f64;
                     weights.iter_mut().for_each(|w| *w = middle);
@@ -478,6 +474,8 @@ mod tests {
         assert!((w[0] - 0.4).abs() < 1e-12 && (w[3] - 0.4).abs() < 1e-12 && (w[1] - 0.1).abs() < 1e-12 && (w[2] - 0.1).abs() < 1e-12);
         let two = touches(&[(1, 2), (2, 3)], 32);
         assert_eq!(credit(&a, Method::PositionBased, &two, 2), vec![(2, 0.5), (3, 0.5)]);
+        let skewed = Attributor { first_share: 0.5, last_share: 0.3, ..attributor() };
+        assert_eq!(credit(&skewed, Method::PositionBased, &two, 2), vec![(2, 0.5), (3, 0.5)], "two touches take half each, whatever the shares");
         let one = touches(&[(1, 2)], 32);
         assert_eq!(credit(&a, Method::PositionBased, &one, 1), vec![(2, 1.0)]);
     }
