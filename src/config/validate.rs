@@ -278,7 +278,6 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
             f.error(format!("{base}.merge_order"), "must list every stage exactly once");
         }
     }
-    let mut reachable: HashSet<&str> = HashSet::from([m.initial.as_str()]);
     for (j, t) in m.transitions.iter().enumerate() {
         let key = format!("{base}.transitions[{j}]");
         if t.from.names().is_empty() {
@@ -292,7 +291,6 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
         if !stages.contains(t.to.as_str()) {
             f.error(format!("{key}.to"), format!("unknown stage `{}`", t.to));
         }
-        reachable.insert(t.to.as_str());
         match (&t.on, t.after_inactivity) {
             (Some(on), None) => check_match(c, &format!("{key}.on"), on, true, f),
             (None, Some(d)) if d.millis() <= 0 => f.error(format!("{key}.after_inactivity"), "must be positive"),
@@ -300,9 +298,19 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
             _ => f.error(key, "a transition needs exactly one of `on` or `after_inactivity`"),
         }
     }
+    // The stages a customer can get to from `initial`, a transition at a
+    // time (a merge takes one of two stages customers already reached).
+    let mut reachable: HashSet<&str> = HashSet::from([m.initial.as_str()]);
+    while let Some(t) = m.transitions.iter().find(|t| !reachable.contains(t.to.as_str()) && t.from.names().iter().any(|s| reachable.contains(s))) {
+        reachable.insert(t.to.as_str());
+    }
     for (j, s) in m.stages.iter().enumerate() {
         if !reachable.contains(s.as_str()) {
-            f.warn(format!("{base}.stages[{j}]"), format!("stage `{s}` is unreachable: it is not `initial` and no transition leads to it"));
+            let why = match m.transitions.iter().any(|t| t.to == *s) {
+                true => "every transition to it starts from a stage that is unreachable",
+                false => "it is not `initial` and no transition leads to it",
+            };
+            f.warn(format!("{base}.stages[{j}]"), format!("stage `{s}` is unreachable: {why}"));
         }
     }
 }
@@ -521,6 +529,17 @@ mod tests {
         assert_eq!(loaded.warnings.len(), 1);
         assert!(loaded.warnings[0].message.contains("`c` is unreachable"));
         assert_eq!(loaded.warnings[0].line, Some(4));
+    }
+
+    #[test]
+    fn a_stage_reached_only_from_unreachable_stages_is_unreachable_too() {
+        let text = MODEL.replace("stages = [\"a\", \"b\", \"c\"]", "stages = [\"a\", \"b\", \"c\", \"zz\"]").replace("from = [\"a\"]", "from = [\"c\"]");
+        let loaded = parse(&text).unwrap();
+        let found: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].contains("`b` is unreachable: every transition to it starts from a stage that is unreachable"), "{found:?}");
+        assert!(found[1].contains("`c` is unreachable: it is not `initial`"), "{found:?}");
+        assert!(found[2].contains("`zz` is unreachable: every transition"), "{found:?}");
     }
 
     #[test]
