@@ -80,17 +80,87 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates config text; on failure returns every diagnostic (warnings included).
 pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let config: Config = match toml::from_str(text) {
-        Ok(c) => c,
-        Err(e) => return Err(vec![syntax_diagnostic(text, &e)]),
-    };
-    let mut findings = validate::check(&config);
-    locate::add_lines(text, &mut findings);
+    let (config, mut findings, blanked) = read(text);
+    let Some(config) = config else { return Err(findings) };
+    let mut checked = validate::check(&config);
+    if !blanked.is_empty() {
+        // A line taken out may leave its section incomplete: only the other
+        // sections' findings are sure to be real.
+        checked.retain(|d| !blanked.contains(&section(&d.key)));
+    }
+    locate::add_lines(text, &mut checked);
+    findings.extend(checked);
     if findings.iter().any(|d| d.severity == Severity::Error) {
+        findings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
         Err(findings)
     } else {
         Ok(Loaded { config, warnings: findings })
     }
+}
+
+/// Most refusals a config read reports before it stops.
+const MAX_READ_ERRORS: usize = 50;
+
+/// Deserializes `text`. The TOML reader stops at its first error; to report
+/// the others as well, the offending line is taken out (lines keep their
+/// numbers) and the text read again, as long as that leaves valid TOML and
+/// the next error is not about the line taken out (a required key now
+/// missing). Returns the config if a read succeeded, the errors found, and
+/// the sections whose lines were taken out.
+fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>) {
+    let (mut now, mut errors, mut blanked) = (text.to_owned(), Vec::new(), Vec::<String>::new());
+    loop {
+        let e = match toml::from_str::<Config>(&now) {
+            Ok(c) => return (Some(c), errors, blanked),
+            Err(e) => e,
+        };
+        let d = syntax_diagnostic(&now, &e);
+        let line = d.line;
+        let follow_on = e
+            .message()
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+            .is_some_and(|missing| blanked.iter().any(|b| b.ends_with(&format!(".{missing}")) || *b == missing));
+        if follow_on {
+            return (None, errors, blanked);
+        }
+        let key = d.key.clone();
+        errors.push(d);
+        let Some(next) = line.filter(|_| errors.len() < MAX_READ_ERRORS).and_then(|l| without_line(&now, l)) else {
+            return (None, errors, blanked);
+        };
+        now = next;
+        blanked.push(section(&key));
+        blanked.push(key);
+    }
+}
+
+/// `text` with line `line` (1-based) emptied (a table header: with the
+/// table's lines), if the rest is still valid TOML.
+fn without_line(text: &str, line: usize) -> Option<String> {
+    let is_header = |l: &str| l.trim_start().starts_with('[') && !l.contains('=');
+    let header = is_header(text.lines().nth(line - 1)?);
+    let mut in_table = false;
+    let out: String = text
+        .split_inclusive('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            in_table = match i + 1 == line {
+                true => header,
+                false => in_table && !is_header(l),
+            };
+            match i + 1 == line || in_table {
+                true => &l[l.trim_end_matches(['\r', '\n']).len()..],
+                false => l,
+            }
+        })
+        .collect();
+    out.parse::<toml::Table>().ok().map(|_| out)
+}
+
+/// The top-level section of a key path: `model` of `model[0].stages`.
+fn section(key: &str) -> String {
+    key.split(['.', '[']).next().unwrap_or(key).to_string()
 }
 
 fn syntax_diagnostic(text: &str, e: &toml::de::Error) -> Diagnostic {
@@ -129,6 +199,38 @@ mod tests {
         assert_eq!(err[0].line, Some(3));
         assert!(err[0].message.contains("invalid duration"), "{err:?}");
         assert_eq!(err[0].key, "time.idle_timeout");
+    }
+
+    #[test]
+    fn every_error_is_reported_not_only_the_first_the_reader_meets() {
+        let text = "[time]\nlatenes = \"1s\"\nidle_timeout = \"ten\"\nmax_future_skew = \"soon\"\n\n[[model]]\nname = \"life\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = [\"a\"], to = \"zz\", on = { kind = \"x\" } }]\n";
+        let err = parse(text).unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (Some(2), "time.latenes"),
+                (Some(3), "time.idle_timeout"),
+                (Some(4), "time.max_future_skew"),
+                (Some(9), "model[0].stages[1]"),
+                (Some(10), "model[0].transitions[0].to")
+            ],
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_table_is_taken_out_whole_and_the_reading_goes_on() {
+        let err = parse("[bogus]\nx = 1\n\n[time]\nidle_timeout = \"x\"\n").unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(found, [(Some(1), "bogus"), (Some(5), "time.idle_timeout")], "{err:?}");
+    }
+
+    #[test]
+    fn a_required_key_with_a_wrong_value_is_one_error_not_two() {
+        let err = parse("[[model]]\nname = 7\ninitial = \"a\"\nstages = [\"a\"]\n").unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert_eq!((err[0].line, err[0].key.as_str()), (Some(2), "model.name"), "{err:?}");
     }
 
     #[test]
