@@ -85,10 +85,13 @@ impl Funnel {
 
     /// Applies one event. Returns whether an attempt was opened (its expiry needs a timer).
     pub fn on_event(&self, s: &mut FunnelState, t: &Touch, mut out: impl FnMut(FunnelEvent)) -> bool {
-        if s.reached > 0 && t.ts > s.start.get().saturating_add(self.window) {
-            // Past the window by event time: the attempt is over even if the
-            // watermark (held back by the allowed lateness) has not dropped
-            // it yet, and this event may start the next one.
+        let past = s.reached > 0 && t.ts > s.start.get().saturating_add(self.window);
+        if past && self.steps[0].matcher.matches(t) {
+            // A first step past the window by event time: the attempt is over
+            // even if the watermark (held back by the allowed lateness) has
+            // not dropped it yet, and this event starts the next one. Any
+            // other event leaves the drop to the watermark: a step inside the
+            // window may still arrive.
             out(FunnelEvent::Dropped { at_step: s.reached as usize });
             s.reached = 0;
         }
@@ -105,7 +108,7 @@ impl Funnel {
             // happened before it is not a next step), within the step's gap.
             let later = t.ts >= s.last.get();
             let in_gap = next.within.is_none_or(|w| t.ts - s.last.get() <= w);
-            if later && in_gap && next.matcher.matches(t) {
+            if later && in_gap && !past && next.matcher.matches(t) {
                 out(FunnelEvent::Reached { step: s.reached as usize, channel: t.channel });
                 s.reached += 1;
                 s.last = Time48::new(t.ts);
@@ -214,17 +217,26 @@ mod tests {
     }
 
     #[test]
-    fn an_event_past_the_window_drops_the_attempt_before_the_watermark_does() {
+    fn a_first_step_past_the_window_drops_the_attempt_before_the_watermark_does() {
         let (cat, f) = setup("");
         let mut s = FunnelState::default();
         let out = run(&cat, &f, &mut s, &[(0, "signup"), (DAY, "activate"), (7 * DAY + 1, "purchase")]);
-        assert_eq!(out[2], FunnelEvent::Dropped { at_step: 2 }, "a step after the window does not count");
-        assert_eq!((out.len(), s.reached), (3, 0));
+        assert_eq!((out.len(), s.reached), (2, 2), "a step after the window does not count, and leaves the drop to the watermark");
         let out = run(&cat, &f, &mut s, &[(7 * DAY + 2, "signup")]);
-        assert_eq!(out, [FunnelEvent::Reached { step: 0, channel: cat.channel("web").unwrap() }], "and the next attempt may start");
+        let web = cat.channel("web").unwrap();
+        assert_eq!(out, [FunnelEvent::Dropped { at_step: 2 }, FunnelEvent::Reached { step: 0, channel: web }], "a first step ends it and starts the next");
         let mut out = vec![];
         f.on_watermark(&mut s, 7 * DAY + 1, |e| out.push(e));
         assert!(out.is_empty(), "the old attempt's expiry finds the new one open");
+    }
+
+    #[test]
+    fn a_step_inside_the_window_arriving_after_an_event_past_it_still_counts() {
+        let (cat, f) = setup("");
+        let mut s = FunnelState::default();
+        // In time order the activate (within the lateness) came before the view.
+        let out = run(&cat, &f, &mut s, &[(0, "signup"), (7 * DAY + 1_000, "view"), (7 * DAY - 1_000, "activate")]);
+        assert_eq!((out.len(), s.reached), (2, 2), "{out:?}");
     }
 
     #[test]
