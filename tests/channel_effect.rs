@@ -354,7 +354,7 @@ async fn an_open_attempt_is_dropped_when_the_watermark_passes_its_window_at_the_
     let m = j.settle(6, &["u-1"]).await;
     assert_eq!((step(&m, "onboarding", "purchase"), completed(&m, "onboarding")), (0.0, 0.0));
     assert_eq!(step(&m, "onboarding", "signup"), 2.0, "re-entry after expiry");
-    assert_eq!(step(&m, "once", "signup"), 2.0, "an expired attempt is no completion: `reentry = false` allows another");
+    assert_eq!(step(&m, "once", "signup"), 1.0, "`reentry = false`: no new attempt after an expired one either");
     assert_eq!(value_or_zero(&m, "journey_funnel_entered_total", &[("funnel", "onboarding"), ("channel", "web")]), 1.0);
     assert_eq!(value_or_zero(&m, "journey_funnel_entered_total", &[("funnel", "onboarding"), ("channel", "app")]), 1.0);
     j.stop().await;

@@ -6,8 +6,9 @@
 //! step has `within`, no later than that after the previous step). It
 //! completes at the last step. It is dropped when the watermark passes
 //! `start + window`, or at once by an exclusion event (with time at or after
-//! the start); `at_step` names the first step not reached. After completion
-//! a new attempt may start when `reentry` is on (the default).
+//! the start); `at_step` names the first step not reached. After an attempt
+//! ends (completed, expired or excluded) a new one may start when `reentry`
+//! is on (the default); with it off, a customer enters a funnel once.
 
 use super::matcher::{Matcher, Touch};
 use super::time48::Time48;
@@ -36,7 +37,8 @@ pub struct Funnel {
 pub struct FunnelState {
     /// Steps reached by the open attempt; 0 = no open attempt.
     pub reached: u8,
-    pub completed_once: bool,
+    /// An attempt was ever started (with `reentry` off, no other may start).
+    pub entered_once: bool,
     pub entry_channel: ChannelId,
     /// Event times of the attempt's first and latest step.
     pub start: Time48,
@@ -115,21 +117,20 @@ impl Funnel {
                 if s.reached as usize == self.steps.len() {
                     out(FunnelEvent::Completed { duration_ms: t.ts - s.start.get(), entry_channel: s.entry_channel });
                     s.reached = 0;
-                    s.completed_once = true;
                 }
             }
             return false;
         }
-        if (s.completed_once && !self.reentry) || !self.steps[0].matcher.matches(t) {
+        if (s.entered_once && !self.reentry) || !self.steps[0].matcher.matches(t) {
             return false;
         }
         out(FunnelEvent::Reached { step: 0, channel: t.channel });
         if self.steps.len() == 1 {
             out(FunnelEvent::Completed { duration_ms: 0, entry_channel: t.channel });
-            s.completed_once = true;
+            s.entered_once = true;
             return false;
         }
-        *s = FunnelState { reached: 1, completed_once: s.completed_once, entry_channel: t.channel, start: Time48::new(t.ts), last: Time48::new(t.ts) };
+        *s = FunnelState { reached: 1, entered_once: true, entry_channel: t.channel, start: Time48::new(t.ts), last: Time48::new(t.ts) };
         true
     }
 
@@ -144,7 +145,7 @@ impl Funnel {
     /// Merges two customers' attempts: the one further along stays open (the
     /// earlier on a tie); the other is dropped. Returns the drop, if any.
     pub fn merge(&self, s: &mut FunnelState, other: FunnelState) -> Option<FunnelEvent> {
-        let completed = s.completed_once || other.completed_once;
+        let entered = s.entered_once || other.entered_once;
         let dropped = match (s.reached, other.reached) {
             (_, 0) => None,
             (0, _) => {
@@ -158,7 +159,7 @@ impl Funnel {
             }
             (_, b) => Some(FunnelEvent::Dropped { at_step: b as usize }),
         };
-        s.completed_once = completed;
+        s.entered_once = entered;
         dropped
     }
 }
@@ -269,12 +270,16 @@ mod tests {
     }
 
     #[test]
-    fn reentry_after_completion_is_configurable() {
+    fn reentry_after_completion_or_expiry_is_configurable() {
         let (cat, f) = setup("reentry = false\n");
         let mut s = FunnelState::default();
         run(&cat, &f, &mut s, &[(0, "signup"), (1, "activate"), (2, "purchase")]);
         let out = run(&cat, &f, &mut s, &[(3, "signup")]);
         assert!(out.is_empty());
+        let mut s = FunnelState::default();
+        run(&cat, &f, &mut s, &[(0, "signup")]);
+        f.on_watermark(&mut s, 7 * DAY + 1, |_| {});
+        assert!(run(&cat, &f, &mut s, &[(8 * DAY, "signup")]).is_empty(), "nor after an expired attempt");
         let (cat, f) = setup("");
         let mut s = FunnelState::default();
         run(&cat, &f, &mut s, &[(0, "signup"), (1, "activate"), (2, "purchase")]);
