@@ -284,7 +284,7 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
             f.error(format!("{key}.from"), "an empty list never holds: name a stage or a list of stages");
         }
         for s in t.from.names() {
-            if !stages.contains(s) {
+            if s != "*" && !stages.contains(s) {
                 f.error(format!("{key}.from"), format!("unknown stage `{s}`"));
             }
         }
@@ -301,7 +301,7 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
     // The stages a customer can get to from `initial`, a transition at a
     // time (a merge takes one of two stages customers already reached).
     let mut reachable: HashSet<&str> = HashSet::from([m.initial.as_str()]);
-    while let Some(t) = m.transitions.iter().find(|t| !reachable.contains(t.to.as_str()) && t.from.names().iter().any(|s| reachable.contains(s))) {
+    while let Some(t) = m.transitions.iter().find(|t| !reachable.contains(t.to.as_str()) && t.from.names().iter().any(|s| *s == "*" || reachable.contains(s))) {
         reachable.insert(t.to.as_str());
     }
     for (j, s) in m.stages.iter().enumerate() {

@@ -60,7 +60,9 @@ impl Model {
             .transitions
             .iter()
             .map(|t| {
-                let from = t.from.names().iter().fold(0u64, |acc, s| acc | (1u64 << idx(s)));
+                // `*`: every stage (at most 64).
+                let every = u64::MAX >> (64 - m.stages.len().clamp(1, 64));
+                let from = t.from.names().iter().fold(0u64, |acc, s| acc | if *s == "*" { every } else { 1u64 << idx(s) });
                 let trigger = match (&t.on, t.after_inactivity) {
                     (Some(on), _) => {
                         let matcher = Matcher::from_config(cat, on);

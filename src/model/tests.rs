@@ -177,3 +177,19 @@ fn a_rule_on_a_kind_named_other_matches_only_that_kind() {
     p.on_event(&mut j, &touch("other"), 1, |f| fired.push(f));
     assert_eq!(fired.len(), 1);
 }
+
+#[test]
+fn from_star_holds_every_stage() {
+    let text = "[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\", \"gone\"]\ntransitions = [\n  { from = [\"a\"], to = \"b\", on = { kind = \"x\" } },\n  { from = \"*\", to = \"gone\", on = { kind = \"erase\" } },\n]\n";
+    let loaded = config::parse(text).expect("`*` is a valid `from`");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let p = Plan::new(loaded.config);
+    for first in [None, Some("x")] {
+        let mut j = p.new_journey(0);
+        if let Some(kind) = first {
+            apply(&p, &mut j, 1, kind);
+        }
+        apply(&p, &mut j, 2, "erase");
+        assert_eq!(stage(&p, &j, 0), "gone", "from {first:?}");
+    }
+}

@@ -174,7 +174,7 @@ impl Reference {
                     .transitions
                     .iter()
                     .map(|t| Rule {
-                        from: t.from.names().into_iter().map(at).collect(),
+                        from: t.from.names().into_iter().flat_map(|s| if s == "*" { 0..m.stages.len() } else { at(s)..at(s) + 1 }).collect(),
                         to: at(&t.to),
                         on: t.on.as_ref().map(When::new),
                         after: t.after_inactivity.map(|d| match durations.iter().position(|x| *x == d.millis()) {
