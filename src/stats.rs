@@ -84,14 +84,9 @@ pub fn funnels(plan: &Plan, metrics: &Metrics) -> Vec<FunnelReport> {
                     dropped_here: m.dropped_at[i].get(),
                 })
                 .collect();
-            let (median, p90) = {
-                let h = m.durations_ms.lock().unwrap_or_else(|p| p.into_inner());
-                if h.is_empty() {
-                    (None, None)
-                } else {
-                    (Some(h.value_at_quantile(0.5) as f64 / 1000.0), Some(h.value_at_quantile(0.9) as f64 / 1000.0))
-                }
-            };
+            // Copied out, so the shards recording completions wait for a copy, not a sort.
+            let durations = m.durations_ms.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let [median, p90] = durations.quantiles_ms([0.5, 0.9]).map(|q| q.map(|ms| ms / 1000.0));
             let mut by_entry_channel: BTreeMap<String, ChannelConversion> = BTreeMap::new();
             for (ch, n) in by_label(&metrics.funnel_entered, &f.name, "channel") {
                 by_entry_channel.entry(ch).or_default().entered = n;

@@ -153,7 +153,7 @@ impl ShardMetrics {
             FunnelEvent::Completed { duration_ms, entry_channel } => {
                 f.completed.inc();
                 f.duration.observe(duration_ms.max(0) as f64 / 1000.0);
-                f.durations_ms.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(duration_ms.max(0) as u64);
+                f.durations_ms.lock().unwrap_or_else(|p| p.into_inner()).record(duration_ms);
                 let label = plan.catalog.channel_name(entry_channel);
                 self.funnel_completed.inc_by(per_channel(entry_channel), 1, || shared.funnel_completed_by_channel.with_label_values(&[name, label]).local());
             }

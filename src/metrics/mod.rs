@@ -3,6 +3,7 @@
 //! config's bounded vocabulary (see `catalog`). Hot paths do not touch this
 //! registry per event: shards hold pre-resolved local handles (`local.rs`).
 
+pub mod durations;
 pub mod latency;
 pub mod local;
 pub mod recent;
@@ -88,7 +89,7 @@ pub struct FunnelMetrics {
     pub completed: IntCounter,
     pub duration: Histogram,
     /// Milliseconds from step 1 to completion, for the funnel API's quantiles.
-    pub durations_ms: Mutex<hdrhistogram::Histogram<u64>>,
+    pub durations_ms: Mutex<durations::Durations>,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -206,8 +207,7 @@ impl Metrics {
                 dropped_at: f.steps.iter().map(|s| funnel_dropped.with_label_values(&[f.name.as_str(), s.label.as_str()])).collect(),
                 completed: funnel_completed.with_label_values(&[f.name.as_str()]),
                 duration: funnel_duration.with_label_values(&[f.name.as_str()]),
-                // 1 ms to ~3 years: every funnel window fits; longer durations clamp.
-                durations_ms: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid HDR bounds")),
+                durations_ms: Mutex::default(),
             })
             .collect();
         let segments = IntGaugeVec::new(
