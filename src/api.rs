@@ -53,7 +53,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    let connected = s.client.get().is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
+    let connected = s.client.get().is_some_and(crate::ingest::nats::connected);
     match (s.ready.load(Ordering::Acquire), connected) {
         (true, true) => (StatusCode::OK, "ready\n").into_response(),
         (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the NATS connection is lost; reconnecting\n").into_response(),

@@ -130,7 +130,16 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     };
     tracing::info!(listen = %listener_addr, "HTTP listening");
 
-    let client = ingest::nats::connect(&cfg.nats, metrics.clone()).await?;
+    let client = tokio::select! {
+        client = ingest::nats::connect(&cfg.nats, metrics.clone()) => client?,
+        // Nothing was taken in yet: nothing to drain.
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopped before NATS was reachable");
+            http_stop.cancel();
+            let _ = http.await;
+            return Ok(RunReport { shards: Vec::new() });
+        }
+    };
     let _ = client_cell.set(client.clone());
     let (engine, mut router) = Engine::start(plan.clone(), metrics.clone(), latency.clone(), Sink::Nats(client.clone()));
     let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;

@@ -67,6 +67,40 @@ async fn sigterm_drains_every_event_in_flight_and_exits_zero() {
     assert!(extra.is_err(), "more than {EVENTS} transitions: {extra:?}");
 }
 
+// A process manager's stop must work whatever NATS is doing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_journeyd_while_nats_was_never_reachable() {
+    let dir = common::tempdir();
+    let (url, http) = (format!("nats://127.0.0.1:{}", common::free_port()), common::free_addr());
+    let config = common::write_config(dir.path(), &config_text(&url, &http, EVENT_TIME_ONLY, LIFECYCLE));
+    let mut journeyd = common::Journeyd::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")]);
+    tokio::task::block_in_place(|| journeyd.wait_for_log("NATS not reachable yet", DEADLINE));
+    journeyd.terminate();
+    let status = tokio::task::block_in_place(|| journeyd.wait_timeout(Duration::from_secs(10))).expect("journeyd exits within 10 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status: {}\n{}", common::describe_status(status), journeyd.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_journeyd_while_the_nats_connection_is_lost() {
+    let mut nats = NatsServer::start();
+    let dir = common::tempdir();
+    let http = common::free_addr();
+    let config = common::write_config(dir.path(), &config_text(&nats.url(), &http, EVENT_TIME_ONLY, LIFECYCLE));
+    let mut journeyd = common::Journeyd::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")]);
+    common::wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
+        matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| nats.stop());
+    common::wait_until("/readyz answers 503 once the connection is lost", DEADLINE, || async {
+        matches!(common::try_http_get(&http, "/readyz").await, Ok((503, body)) if body.contains("reconnecting")).then_some(())
+    })
+    .await;
+    journeyd.terminate();
+    let status = tokio::task::block_in_place(|| journeyd.wait_timeout(Duration::from_secs(10))).expect("journeyd exits within 10 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status: {}\n{}", common::describe_status(status), journeyd.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journeyd_reconnects_after_nats_restarts_and_processes_new_events() {
     let mut p = Pipeline::start(EVENT_TIME_ONLY, LIFECYCLE).await;
@@ -179,14 +213,15 @@ fn assert_passes_check_config(file: &str) {
 async fn readyz_answers_503_while_journeyd_drains() {
     let mut nats = NatsServer::start();
     let svc = Service::start_on(&nats, EVENT_TIME_ONLY, LIFECYCLE).await;
-    // The drain's round trip through NATS cannot complete: the drain lasts.
-    tokio::task::block_in_place(|| nats.stop());
+    // The drain's round trip through NATS waits for a server that answers
+    // nothing (its connection still open): the drain lasts.
+    nats.pause();
     svc.token.cancel();
-    // Not the lost connection's 503 (NATS is down too): the drain's own.
     common::wait_until("/readyz answers 503 once journeyd is draining", Duration::from_secs(3), || async {
         matches!(common::try_http_get(&svc.http, "/readyz").await, Ok((503, body)) if body.contains("not consuming")).then_some(())
     })
     .await;
+    nats.resume();
 }
 
 // The slow-consumer alert is an `increase()`: the series must exist at 0

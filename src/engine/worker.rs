@@ -57,6 +57,10 @@ impl Sink {
 /// [`FINAL_FLUSH`]) since a flush waits for the server and the server may
 /// be gone.
 pub async fn final_flush(client: &async_nats::Client) {
+    if !crate::ingest::nats::connected(client) {
+        tracing::error!("NATS is not connected: output not yet written to it is lost");
+        return;
+    }
     match tokio::time::timeout(FINAL_FLUSH, client.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "final NATS flush failed"),

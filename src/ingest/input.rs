@@ -170,6 +170,11 @@ impl Input {
     /// client's buffers.
     pub async fn stop(&mut self, client: &Client, deadline: tokio::time::Instant) -> Vec<Message> {
         let Input::Core(subs) = self else { return Vec::new() };
+        if !super::nats::connected(client) {
+            // No server to drain through: what the client holds is all there is.
+            tracing::warn!("NATS is not connected: applying what the client holds; messages on their way to journeyd are lost");
+            return std::iter::from_fn(|| subs.next().now_or_never().flatten()).collect();
+        }
         if let Err(e) = super::nats::round_trip(client, deadline.saturating_duration_since(tokio::time::Instant::now())).await {
             tracing::warn!(error = format!("{e:#}"), "no round trip through NATS before the drain; messages still on the wire may be lost");
         }

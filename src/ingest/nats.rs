@@ -93,14 +93,21 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
 /// subscriber) and every message routed to the client before it has
 /// arrived. `Client::flush` only writes the client's buffer to the socket.
 pub async fn round_trip(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    // Every step waits for the server (a flush, while disconnected, for the reconnection).
+    tokio::time::timeout(timeout, probe_once(client)).await.with_context(|| format!("NATS did not return the probe within {timeout:?}"))?
+}
+
+/// Whether `client` has a live connection (not reconnecting).
+pub fn connected(client: &Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
+async fn probe_once(client: &Client) -> anyhow::Result<()> {
     let inbox = client.new_inbox();
     let mut probe = client.subscribe(inbox.clone()).await.context("subscribing to a probe inbox")?;
     client.publish(inbox, bytes::Bytes::new()).await.context("publishing the probe")?;
     client.flush().await.context("flushing to NATS")?;
-    tokio::time::timeout(timeout, probe.next())
-        .await
-        .with_context(|| format!("NATS did not return the probe within {timeout:?}"))?
-        .context("the probe subscription closed")?;
+    probe.next().await.context("the probe subscription closed")?;
     probe.unsubscribe().await.context("unsubscribing the probe inbox")?;
     Ok(())
 }

@@ -312,6 +312,22 @@ impl NatsServer {
         }
     }
 
+    /// Suspends the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, which: &str) {
+        let pid = self.child.as_ref().expect("nats-server is running").id().to_string();
+        let status = Command::new("kill").args([which, pid.as_str()]).status().expect("run kill");
+        assert!(status.success(), "kill {which} {pid}: {status}");
+    }
+
     /// Stops the server if it is running and starts it again on the same port with the same
     /// store directory. Retries while the port is still being released; panics with the log
     /// tail when it cannot come back within [`STARTUP_TIMEOUT`].
