@@ -139,12 +139,21 @@ fn check_nats(c: &Config, f: &mut Findings) {
     if c.nats.subjects.is_empty() {
         f.error("nats.subjects", "at least one subject is needed");
     }
+    let patterns: Vec<Vec<&str>> = c.nats.subjects.iter().map(|s| s.split('.').collect()).collect();
     for (i, subject) in c.nats.subjects.iter().enumerate() {
-        let tokens: Vec<&str> = subject.split('.').collect();
-        if let Some(own) = OWN_SUBJECTS.iter().find(|own| overlap(&tokens, &own.split('.').collect::<Vec<_>>())) {
+        if let Some(own) = OWN_SUBJECTS.iter().find(|own| overlap(&patterns[i], &own.split('.').collect::<Vec<_>>())) {
             f.error(
                 format!("nats.subjects[{i}]"),
                 format!("`{subject}` also takes in journeyd's own `{own}`: what journeyd publishes would come back as input (an event refused to journey.dlq, again and again)"),
+            );
+        }
+        if let Some(j) = (0..i).find(|&j| overlap(&patterns[j], &patterns[i])) {
+            f.error(
+                format!("nats.subjects[{i}]"),
+                format!(
+                    "`{subject}` and `{}` both take in some subjects: each such event would be taken twice (once as a duplicate, or refused to journey.dlq twice); keep one",
+                    c.nats.subjects[j]
+                ),
             );
         }
     }
@@ -543,9 +552,22 @@ mod tests {
     }
 
     #[test]
+    fn input_subjects_that_overlap_each_other_are_refused() {
+        for (a, b) in [("touch.>", "touch.app.*"), ("touch.app.*", "touch.*.view"), ("touch.>", "touch.>"), ("touch.*.*", "touch.>")] {
+            let e = errors(&format!("[nats]\nsubjects = [\"{a}\", \"{b}\"]\n"));
+            assert_eq!(e.len(), 1, "{a} {b}: {e:?}");
+            assert!(e[0].contains(&format!("nats.subjects[1]: `{b}` and `{a}` both take in some subjects")), "{e:?}");
+        }
+        for (a, b) in [("touch.app.*", "touch.web.*"), ("touch.*.view", "touch.*.buy"), ("touch.a", "touch.a.>")] {
+            assert_eq!(errors(&format!("[nats]\nsubjects = [\"{a}\", \"{b}\"]\n")), Vec::<String>::new(), "{a} {b}");
+        }
+    }
+
+    #[test]
     fn input_subjects_that_take_in_journeyds_own_output_are_refused() {
         for subject in [">", "journey.>", "*.dlq", "journey.transition.lifecycle.>", "journey.*", "*.*.*.*.*"] {
             let e = errors(&format!("[nats]\nsubjects = [\"touch.>\", \"{subject}\"]\n"));
+            let e: Vec<&String> = e.iter().filter(|e| !e.contains("both take in")).collect();
             assert_eq!(e.len(), 1, "{subject}: {e:?}");
             assert!(e[0].contains(&format!("nats.subjects[1]: `{subject}` also takes in journeyd's own")), "{e:?}");
         }
