@@ -649,6 +649,10 @@ async fn unknown_ids_get_a_404_or_an_error_reply_never_an_empty_success() {
     }
     let (status, body) = http_request(&j.http, "DELETE", "/v1/customers/nobody", None).await;
     assert_eq!(status, 404, "{body}");
+    // No id at all: not the customer route, and still an error to read.
+    let (status, body) = http_request(&j.http, "GET", "/v1/customers/", None).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).is_ok_and(|v| v["error"].is_string()), "{body}");
     j.stop().await;
 }
 
