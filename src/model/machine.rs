@@ -66,8 +66,10 @@ impl Model {
                 let trigger = match (&t.on, t.after_inactivity) {
                     (Some(on), _) => {
                         let matcher = Matcher::from_config(cat, on);
+                        // The window counts the customer's events of the
+                        // rule's kind(s), whatever their channel or value.
                         let counted = match (on.count, on.within) {
-                            (Some(n), Some(w)) => Some(counter(matcher.clone(), w.millis(), n)),
+                            (Some(n), Some(w)) => Some(counter(Matcher::new(cat, &on.kind, None, None), w.millis(), n)),
                             _ => None,
                         };
                         RuleTrigger::On { matcher, counted }

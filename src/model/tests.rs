@@ -193,3 +193,18 @@ fn from_star_holds_every_stage() {
         assert_eq!(stage(&p, &j, 0), "gone", "from {first:?}");
     }
 }
+
+#[test]
+fn count_counts_events_of_the_kind_whatever_their_channel_or_value() {
+    let text = "[channels]\nweb = \"tech\"\nstore = \"high\"\n[[model]]\nname = \"m\"\ninitial = \"member\"\nstages = [\"member\", \"vip\"]\ntransitions = [\n  { from = [\"member\"], to = \"vip\", on = { kind = \"purchase\", channel = [\"store\"], min_value = 100.0, count = 3, within = \"1h\" } },\n]\n";
+    let p = Plan::new(config::parse(text).expect("config").config);
+    let mut j = p.new_journey(0);
+    let mut on = |ts, channel, value| {
+        let mut out = vec![];
+        p.on_event(&mut j, &touch(&p, ts, "purchase", channel, Some(value)), ts, |f| out.push(f));
+        out.len()
+    };
+    assert_eq!(on(1, "web", 5.0), 0);
+    assert_eq!(on(2, "store", 5.0), 0, "below min_value: does not fire, but counts");
+    assert_eq!(on(3, "store", 100.0), 1, "the third purchase in the hour, on the store, of 100");
+}

@@ -12,8 +12,8 @@
 //! - only accepted events move the watermark (refused, duplicate and late
 //!   inputs are not "seen"); a duplicate is an id already accepted (the
 //!   engine's dedup window is assumed large enough), checked before lateness;
-//! - `count` + `within` counts the events that match the whole `on` (kind,
-//!   channel, `min_value`), this one included, with `ts` in `(ts - within, ts]`;
+//! - `count` + `within` counts the events of the `on` kind(s), whatever
+//!   their channel or value, this one included, with `ts` in `(ts - within, ts]`;
 //! - a timer is due at the customer's latest applied event time + D and fires
 //!   once, when the watermark reaches it; timers fire before a merge, a merge
 //!   before its event applies;
@@ -392,7 +392,11 @@ impl Reference {
                 r.from.contains(stage)
                     && on.matches(&now.kind, &now.channel, now.value)
                     && on.count.is_none_or(|(count, within)| {
-                        cust.history.iter().filter(|p| p.ts > now.ts - within && p.ts <= now.ts && on.matches(&p.kind, &p.channel, p.value)).count() >= count
+                        cust.history
+                            .iter()
+                            .filter(|p| p.ts > now.ts - within && p.ts <= now.ts && on.kinds.as_ref().is_none_or(|k| k.contains(&p.kind)))
+                            .count()
+                            >= count
                     })
             };
             if let Some(r) = m.rules.iter().find(fires) {
