@@ -26,7 +26,7 @@ pub fn next_due(plan: &Plan, c: &Customer) -> i64 {
     }
     for (trigger, s) in plan.triggers.iter().zip(&c.triggers) {
         if s.is_pending() {
-            due = due.min(trigger_due(s.pending_due()));
+            due = due.min(s.pending_due());
         }
         if let Some(at) = trigger.inactivity().and_then(|d| inactive_at(c, trigger.armed_bit, d)) {
             due = due.min(at);
@@ -51,13 +51,6 @@ pub fn rewake(timers: &mut TimerQueue, plan: &Plan, key: CustomerKey, c: &mut Cu
         c.wake = due;
         timers.push(Timer { due: due.get(), key });
     }
-}
-
-/// When a trigger waiting until `pending_due` fires: once the watermark has
-/// passed it, since an `unless` event at exactly `pending_due` (not late
-/// while the watermark is at `pending_due`) still cancels.
-pub fn trigger_due(pending_due: i64) -> i64 {
-    pending_due.saturating_add(1)
 }
 
 /// Arms every inactivity deadline (after an event: inactivity is measured

@@ -7,7 +7,7 @@
 //! that led to it; funnels advance; the segment cell is recomputed.
 
 use super::customer::{earlier_sent, with_earlier_sent, Consent, Customer, CustomerView, Forgotten};
-use super::due::{self, inactive_at, rewake, trigger_due};
+use super::due::{self, inactive_at, rewake};
 use super::ops::{EventOp, MergeCause};
 use super::table::CustomerTable;
 use super::timers::TimerQueue;
@@ -312,7 +312,7 @@ fn fire_due(out: &mut Output, metrics: &mut ShardMetrics, plan: &Plan, c: &mut C
     }
     for ti in 0..plan.triggers.len() {
         let state = &mut c.triggers[ti];
-        if state.is_pending() && trigger_due(state.pending_due()) <= due {
+        if state.is_pending() && state.pending_due() <= due {
             let (from, at) = (plan.triggers[ti].pending_from(state), state.pending_due());
             state.clear_pending();
             out.trigger(metrics, plan, c, ti, from, at, "timeout");
@@ -526,7 +526,7 @@ channels = ["email"]
         s.apply_event(&event_at(&s, 1, "purchase", 2_000, 0));
         s.apply_event(&event_at(&s, 1, "cart_add", 0, 0));
         s.advance(2 * HOUR);
-        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "the purchase in (ts, due_ts] cancels");
+        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "the purchase in (ts, due_ts) cancels");
         assert_eq!(cancelled(&metrics, 0), 1);
     }
 
@@ -560,17 +560,23 @@ channels = ["email"]
     }
 
     #[test]
-    fn an_unless_event_at_exactly_the_due_time_cancels() {
+    fn a_waiting_message_fires_when_the_watermark_reaches_its_due_time_like_a_timer() {
         let (mut s, _) = shard();
         s.apply_event(&event(&s, 1, "cart_add", 0));
+        s.apply_event(&event_at(&s, 2, "view", HOUR + 4_999, HOUR - 1));
+        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "not yet: the watermark is short of due_ts");
         s.apply_event(&event_at(&s, 2, "view", HOUR + 5_000, HOUR)); // the watermark reaches due_ts
-        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "not yet: an event at due_ts is not late");
+        assert_eq!(triggers_sent(&mut s), ["journey.trigger.abandoned_cart"], "due at or before the watermark: it fires first");
+        // A purchase at exactly due_ts (on time: not before the watermark) comes after it.
         s.apply_event(&event_at(&s, 1, "purchase", HOUR, HOUR));
-        s.advance(2 * HOUR);
-        assert_eq!(triggers_sent(&mut s), Vec::<String>::new(), "the purchase at due_ts is in (ts, due_ts]");
         s.apply_event(&event(&s, 3, "cart_add", 3 * HOUR));
-        s.advance(4 * HOUR + 1);
-        assert_eq!(triggers_sent(&mut s), ["journey.trigger.abandoned_cart"], "once the watermark is past due_ts, it fires");
+        s.apply_event(&event_at(&s, 3, "purchase", 4 * HOUR, 4 * HOUR - 1));
+        s.advance(5 * HOUR);
+        assert_eq!(
+            triggers_sent(&mut s),
+            ["journey.trigger.abandoned_cart"],
+            "a purchase at due_ts that came before the watermark got there does not cancel either"
+        );
     }
 
     #[test]

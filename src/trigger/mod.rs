@@ -8,7 +8,7 @@
 //! - `on` without `within`: due at the matching event.
 //! - `on` with `within` (and usually `unless`): due at the matching event's
 //!   time + `within`; an `unless` event of the same customer with time in
-//!   `(on, due]` cancels it; a later `on` event restarts the wait.
+//!   `(on, due)` cancels it; a later `on` event restarts the wait.
 //! - `after_inactivity = D`: due at the customer's latest event time + D,
 //!   once per quiet period.
 //! - Timed triggers fire when the watermark reaches their due time, like
@@ -84,7 +84,9 @@ pub struct Trigger {
 /// One customer's state for one trigger: three event times, 18 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TriggerState {
-    /// Due time of the waiting trigger (none: none waiting).
+    /// Due time of the waiting trigger (none: none waiting). It fires once
+    /// the watermark reaches it, like any timer, so an `unless` event at that
+    /// very time is too late to cancel it.
     pending_due: OptTime48,
     /// Time of the latest `unless` event applied, so that one that arrived
     /// before its `on` event (within the allowed lateness) still cancels.
@@ -199,13 +201,14 @@ impl Trigger {
         }
     }
 
-    /// Takes out a waiting trigger that came due before `t`, an `on` event
-    /// that would restart it: in time order it came due first, so it is
+    /// Takes out a waiting trigger that came due at or before `t`, an `on`
+    /// event that would restart it: in time order it came due first (a
+    /// timer fires before an event at its time), so it is
     /// decided now (as of its due time), before `t` starts the next wait.
     /// Returns its start and due times.
     pub fn take_overdue(&self, s: &mut TriggerState, t: &Touch) -> Option<(i64, i64)> {
         let Start::On(on) = &self.start else { return None };
-        if self.within.is_none() || !s.is_pending() || t.ts <= s.pending_due() || !on.matches(t) {
+        if self.within.is_none() || !s.is_pending() || t.ts < s.pending_due() || !on.matches(t) {
             return None;
         }
         let due = (self.pending_from(s), s.pending_due());
@@ -214,14 +217,14 @@ impl Trigger {
     }
 
     /// Applies one event: `unless` may cancel the waiting trigger, `on` may
-    /// start one. An `unless` event with time in `(ts, due_ts]` of the `on`
+    /// start one. An `unless` event with time in `(ts, due_ts)` of the `on`
     /// event cancels, whichever of the two arrived first.
     pub fn on_event(&self, s: &mut TriggerState, t: &Touch) -> OnEvent {
         let mut cancelled = false;
         if let Some(unless) = &self.unless {
             if unless.matches(t) {
                 s.last_unless = OptTime48::new(s.last_unless.get().max(t.ts));
-                if s.is_pending() && t.ts > self.pending_from(s) && t.ts <= s.pending_due() {
+                if s.is_pending() && t.ts > self.pending_from(s) && t.ts < s.pending_due() {
                     s.clear_pending();
                     cancelled = true;
                 }
@@ -233,7 +236,7 @@ impl Trigger {
                     Some(w) => {
                         let due = t.ts.saturating_add(w);
                         let last_unless = s.last_unless.get();
-                        if self.unless.is_some() && last_unless > t.ts && last_unless <= due {
+                        if self.unless.is_some() && last_unless > t.ts && last_unless < due {
                             // Its `unless` came already: this wait is over
                             // before it began. In time order this event also
                             // restarted a wait that started before it (the
@@ -306,7 +309,7 @@ impl Trigger {
             s.keep_sent(earlier, other.sent(other_earlier), max as usize);
         }
         let last_unless = s.last_unless.get();
-        if s.is_pending() && self.unless.is_some() && last_unless > self.pending_from(s) && last_unless <= s.pending_due() {
+        if s.is_pending() && self.unless.is_some() && last_unless > self.pending_from(s) && last_unless < s.pending_due() {
             s.clear_pending();
             return OnEvent::Cancelled;
         }
@@ -360,7 +363,7 @@ consent = "marketing"
         let (cat, t) = setup();
         let mut s = TriggerState::default();
         assert_eq!(t.on_event(&mut s, &touch(&cat, NOON, "cart_add")), OnEvent::Scheduled { due: NOON + HOUR, cancelled: false });
-        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR, "purchase")), OnEvent::Cancelled);
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR - 1, "purchase")), OnEvent::Cancelled);
         assert!(!s.is_pending());
     }
 
@@ -388,7 +391,7 @@ consent = "marketing"
         let (cat, t) = setup();
         let mut s = TriggerState::default();
         t.on_event(&mut s, &touch(&cat, NOON, "cart_add"));
-        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR + 1, "purchase")), OnEvent::Nothing);
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON + HOUR, "purchase")), OnEvent::Nothing, "at the due time the message is due");
     }
 
     #[test]
