@@ -3,7 +3,7 @@
 //! which channels get the credit, funnel conversion, triggered messages and
 //! latency.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::model::Plan;
 use prometheus::core::Collector;
 use std::fmt::Write;
@@ -102,14 +102,13 @@ pub fn render(plan: &Plan, m: &Metrics, rate: f64, elapsed_secs: f64) -> String 
             let _ = writeln!(s, "  {:14} {sent:>7}   {:31} {}", t.name, by.join(", "), held.join("/"));
         }
     }
-    let lat = samples(&m.latency);
-    let q = |stage: &str, quant: &str| lat.iter().find(|(l, _)| label(l, "stage") == stage && label(l, "quantile") == quant).map_or(0.0, |(_, v)| *v * 1e6);
+    let q = |stage: Stage, quant: &str| m.latency.get(stage, quant).map_or(0.0, |v| v * 1e6);
     let _ = writeln!(
         s,
         "\nlatency (µs, last interval)  end-to-end p50 {:>7.0}  p99 {:>7.0}   engine p99 {:>5.1}",
-        q("end_to_end", "0.5"),
-        q("end_to_end", "0.99"),
-        q("engine", "0.99")
+        q(Stage::EndToEnd, "0.5"),
+        q(Stage::EndToEnd, "0.99"),
+        q(Stage::Engine, "0.99")
     );
     s
 }

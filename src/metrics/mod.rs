@@ -12,7 +12,7 @@ use crate::event::RejectReason;
 use crate::model::segment::cell_labels;
 use crate::model::Plan;
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::Mutex;
 
@@ -61,7 +61,7 @@ pub struct Metrics {
     pub watermark: Gauge,
     /// JetStream input only: messages of the stream journeyd has not applied yet.
     pub consumer_lag: Option<IntGauge>,
-    pub latency: GaugeVec,
+    pub latency: latency::LatencySummary,
     pub attributed: CounterVec,
     pub attributed_by_mode: CounterVec,
     /// Per model, per stage: the exact customer count (pre-resolved).
@@ -149,8 +149,7 @@ impl Metrics {
             r.register(Box::new(g.clone())).expect("metric registered once");
             g
         });
-        let latency = GaugeVec::new(Opts::new("journey_latency_seconds", "Recent per-event latency quantiles from an HDR histogram."), &["stage", "quantile"])
-            .expect("static metric definition");
+        let latency = latency::LatencySummary::new(processing.clone());
         r.register(Box::new(latency.clone())).expect("metric registered once");
 
         let attributed = CounterVec::new(
@@ -323,7 +322,7 @@ pub fn worst_case_series(plan: &Plan) -> Vec<(&'static str, usize)> {
         ("journey_triggers_total", plan.triggers.iter().map(|t| t.channels.len()).sum()),
         ("journey_triggers_suppressed_total", plan.triggers.len() * 4),
         ("journey_processing_seconds", Stage::ALL.len() * hist(LATENCY_BUCKETS.len())),
-        ("journey_latency_seconds", Stage::ALL.len() * 5),
+        ("journey_latency_seconds", Stage::ALL.len() * 7),
         ("journey_dlq_total", RejectReason::ALL.len()),
         ("journey_late_events_total", 1),
         ("journey_duplicates_total", 1),
