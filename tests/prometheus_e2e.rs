@@ -146,6 +146,7 @@ async fn dashboards_have_data_and_conversion_drop_alerts_fire_in_real_prometheus
 
     let published = traffic.stop().await;
     let (_, metrics) = http_get(&journeyd_addr, "/metrics").await;
+    exposition_passes_promtool_lint(&metrics);
     let (applied, late) =
         (metric_sum(&metrics, "journey_events_total", &[]).unwrap_or(0.0), metric_value(&metrics, "journey_late_events_total", &[]).unwrap_or(0.0));
     assert!(late < 0.01 * published as f64, "{late} of {published} events were late ({applied} applied): the watermark overtook the simulated history");
@@ -156,6 +157,27 @@ async fn dashboards_have_data_and_conversion_drop_alerts_fire_in_real_prometheus
         .expect("the journeyd task")
         .expect("journeyd ran without error");
     eprintln!("total {:.1}s, {published} events published", started.elapsed().as_secs_f64());
+}
+
+/// `promtool check metrics`: names, types and labels as Prometheus expects them.
+fn exposition_passes_promtool_lint(metrics: &str) {
+    use std::io::Write as _;
+    let (_, promtool) = prometheus_server::prometheus_binaries();
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", promtool.display()));
+    child.stdin.take().expect("stdin").write_all(metrics.as_bytes()).expect("write the exposition to promtool");
+    let out = child.wait_with_output().expect("promtool check metrics");
+    assert!(
+        out.status.success(),
+        "promtool check metrics refused journeyd's /metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
