@@ -145,12 +145,13 @@ pub async fn run_on(shared: Shared, listener: tokio::net::TcpListener, shutdown:
     let burst = plan.config.engine.batch_size.unwrap_or(engine::DEFAULT_BATCH) * 4;
     let input = match &cfg.nats.jetstream {
         Some(js) => {
+            let mut applied_through = 0;
             if rebuild {
                 let rebuilt = ingest::rebuild::rebuild(&client, &cfg.nats, js, &mut router, &shutdown, burst).await;
                 rebuilding.store(false, Ordering::Release);
-                rebuilt.context("rebuilding customer state from JetStream")?;
+                applied_through = rebuilt.context("rebuilding customer state from JetStream")?.applied_through;
             }
-            ingest::input::consume(&client, &cfg.nats, js).await?
+            ingest::input::consume(&client, &cfg.nats, js, applied_through).await?
         }
         None => ingest::input::subscribe(&client, &cfg.nats.subjects).await?,
     };

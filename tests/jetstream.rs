@@ -310,6 +310,60 @@ async fn untaken_events_of_a_stopped_run_are_applied_in_order_and_survive_a_quic
     third.stop().await;
 }
 
+/// Events an earlier run was delivered and never acknowledged are applied by
+/// the rebuild, with their output; when the server sends them again (after its
+/// ack wait, here 1 s) they are only acknowledged: no duplicate counted, no
+/// refusal published or counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_rebuild_applied_is_not_taken_again_when_the_server_sends_it_again() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    create_stream(&js).await;
+    let t = days_ago(1);
+    publish_stored(&js, &signups("u", t, 3)).await;
+    js.publish("touch.app.view", "not json".into()).await.expect("publish").await.expect("stored");
+    // An earlier run's consumer: all four delivered, none acknowledged.
+    let stream = js.get_stream(STREAM).await.expect("the stream");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("journeyd".into()),
+            filter_subjects: vec!["touch.>".into()],
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: std::time::Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .expect("create the consumer");
+    let mut delivered = consumer.fetch().max_messages(4).messages().await.expect("fetch");
+    for _ in 0..4 {
+        delivered.next().await.expect("a message").expect("delivered");
+    }
+    let dlq = nats.connect().await;
+    let mut dead = dlq.subscribe("journey.dlq").await.expect("subscribe journey.dlq");
+    dlq.flush().await.expect("flush");
+
+    let run = Service::start(&config(&nats, 1024)).await;
+    run.wait_applied(3).await;
+    common::wait_until("the server has every message acknowledged", std::time::Duration::from_secs(20), || async {
+        let info = consumer_info(&js).await;
+        (info.ack_floor.stream_sequence == 4 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    let m = run.metrics().await;
+    assert_eq!(sum_or_zero(&m, "journey_duplicates_total", &[]), 0.0, "{m}");
+    assert_eq!(sum_or_zero(&m, "journey_dlq_total", &[]), 1.0, "{m}");
+    assert_eq!(sum_or_zero(&m, "journey_events_total", &[]), 3.0, "{m}");
+    run.stop().await;
+    dlq.flush().await.expect("flush");
+    let mut refused = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(common::POLL_INTERVAL, dead.next()).await {
+        refused += 1;
+    }
+    assert_eq!(refused, 1, "the refused input was published to journey.dlq once");
+}
+
 /// The consumer `journeyd` of `TOUCH`, as the server has it now.
 async fn consumer_info(js: &async_nats::jetstream::Context) -> async_nats::jetstream::consumer::Info {
     let mut c: async_nats::jetstream::consumer::PullConsumer = js.get_consumer_from_stream("journeyd", STREAM).await.expect("the consumer");

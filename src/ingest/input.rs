@@ -53,6 +53,10 @@ pub struct JetStreamInput {
     last_committed: Option<Subject>,
     /// Where the run started: the consumer's ack floor (what a rebuild went up to).
     start: u64,
+    /// The last stream sequence the rebuild applied: the server sends again
+    /// what an earlier run was delivered and did not acknowledge, and what
+    /// the rebuild applied of it is only acknowledged, not taken again.
+    rebuilt_through: u64,
     /// Where forgets are recorded, so that a rebuild makes them again.
     forgets: Option<ForgetLog>,
 }
@@ -219,7 +223,7 @@ fn sequence_of(context: &jetstream::Context, reply: &Subject) -> Option<u64> {
 /// The durable pull consumer `js.consumer` on stream `js.stream` (the stream
 /// is created over `nats.subjects` if it does not exist; a new consumer
 /// starts at the stream's first message).
-pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -> anyhow::Result<Input> {
+pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, rebuilt_through: u64) -> anyhow::Result<Input> {
     let context = jetstream::new(client.clone());
     let stream = context
         .get_or_create_stream(jetstream::stream::Config { name: js.stream.clone(), subjects: nats.subjects.clone(), ..Default::default() })
@@ -266,6 +270,7 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig) -
         in_flight: VecDeque::new(),
         last_committed: None,
         start,
+        rebuilt_through,
         forgets,
     })))
 }
@@ -276,7 +281,17 @@ impl JetStreamInput {
         loop {
             match self.messages.next().await? {
                 Ok(m) => {
-                    let stored = m.info().map_or_else(|_| super::nats::wall_ms(), |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+                    let info = m.info().ok().map(|i| (i.stream_sequence, (i.published.unix_timestamp_nanos() / 1_000_000) as i64));
+                    if let (Some((seq, _)), Some(reply)) = (info, &m.message.reply) {
+                        if seq <= self.rebuilt_through {
+                            // Applied, with its output, by the rebuild: only the ack is owed.
+                            if let Err(e) = self.client.publish(reply.clone(), bytes::Bytes::from_static(b"+ACK")).await {
+                                tracing::warn!(error = %e, "cannot acknowledge a JetStream message the rebuild applied; it will be sent again and skipped");
+                            }
+                            continue;
+                        }
+                    }
+                    let stored = info.map_or_else(super::nats::wall_ms, |(_, stored)| stored);
                     self.unacked.extend(m.message.reply.clone());
                     return Some((m.message, stored));
                 }

@@ -14,8 +14,9 @@
 //!   again only after the ack wait, behind newer events, and it would then be
 //!   late). Those are applied now, in stream order, with their output
 //!   published: at least once (one that was applied and acknowledged out of
-//!   order is published again). When the server sends them again, the dedup
-//!   window drops them.
+//!   order is published again). When the server sends them again, the live
+//!   input acknowledges them without taking them again (so no duplicate is
+//!   counted and no refusal published twice).
 //! - An event is judged against the time the stream stored it (for
 //!   `max_future_skew`), not the clock of the restart.
 //! - Everything is counted in the metrics as any event is, so counters go on
@@ -49,6 +50,8 @@ pub struct Rebuilt {
     pub through: u64,
     /// Of `events`, those past the consumer's ack floor (applied with output).
     pub unacknowledged: u64,
+    /// The stream sequence of the last event replayed (0: none).
+    pub applied_through: u64,
     /// Recorded forgets made again.
     pub forgets: u64,
 }
@@ -108,7 +111,7 @@ pub async fn rebuild(
     if muted {
         router.mute(true).await;
     }
-    let mut done = Rebuilt { events: 0, through, unacknowledged: 0, forgets: 0 };
+    let mut done = Rebuilt { events: 0, through, unacknowledged: 0, applied_through: 0, forgets: 0 };
     let mut forgets = forgets.into_iter().peekable();
     loop {
         let next = tokio::select! {
@@ -155,6 +158,7 @@ pub async fn rebuild(
             done.unacknowledged += 1;
         }
         done.events += 1;
+        done.applied_through = seq;
         if done.events.is_multiple_of(burst as u64) {
             router.flush().await;
             if progress.elapsed() >= PROGRESS {
