@@ -80,7 +80,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates config text; on failure returns every diagnostic (warnings included).
 pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let (config, mut findings, blanked) = read(text);
+    let (config, mut findings, blanked, text) = read(text);
     let Some(config) = config else { return Err(findings) };
     let mut checked = validate::check(&config);
     if !blanked.is_empty() {
@@ -88,7 +88,9 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
         // sections' findings are sure to be real.
         checked.retain(|d| !blanked.contains(&section(&d.key)));
     }
-    locate::add_lines(text, &mut checked);
+    // Lines are found in the text as read (a line left out, e.g. a key given
+    // twice, would keep the original from parsing at all).
+    locate::add_lines(&text, &mut checked);
     findings.extend(checked);
     if findings.iter().any(|d| d.severity == Severity::Error) {
         findings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
@@ -105,13 +107,13 @@ const MAX_READ_ERRORS: usize = 50;
 /// the others as well, the offending line is taken out (lines keep their
 /// numbers) and the text read again, as long as that leaves valid TOML and
 /// the next error is not about the line taken out (a required key now
-/// missing). Returns the config if a read succeeded, the errors found, and
-/// the sections whose lines were taken out.
-fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>) {
+/// missing). Returns the config if a read succeeded, the errors found, the
+/// sections whose lines were taken out, and the text as last read.
+fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
     let (mut now, mut errors, mut blanked) = (text.to_owned(), Vec::new(), Vec::<String>::new());
     loop {
         let e = match toml::from_str::<Config>(&now) {
-            Ok(c) => return (Some(c), errors, blanked),
+            Ok(c) => return (Some(c), errors, blanked, now),
             Err(e) => e,
         };
         let d = syntax_diagnostic(&now, &e);
@@ -122,12 +124,12 @@ fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>) {
             .and_then(|m| m.split('`').next())
             .is_some_and(|missing| blanked.iter().any(|b| b.ends_with(&format!(".{missing}")) || *b == missing));
         if follow_on {
-            return (None, errors, blanked);
+            return (None, errors, blanked, now);
         }
         let key = d.key.clone();
         errors.push(d);
         let Some(next) = line.filter(|_| errors.len() < MAX_READ_ERRORS).and_then(|l| without_line(&now, l)) else {
-            return (None, errors, blanked);
+            return (None, errors, blanked, now);
         };
         now = next;
         blanked.push(section(&key));
@@ -224,6 +226,14 @@ mod tests {
         let err = parse("[bogus]\nx = 1\n\n[time]\nidle_timeout = \"x\"\n").unwrap_err();
         let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
         assert_eq!(found, [(Some(1), "bogus"), (Some(5), "time.idle_timeout")], "{err:?}");
+    }
+
+    #[test]
+    fn errors_after_a_key_given_twice_keep_their_lines() {
+        let err =
+            parse("[nats]\nurl = \"nats://a:4222\"\nurl = \"nats://b:4222\"\n\n[[model]]\nname = \"m\"\ninitial = \"q\"\nstages = [\"a\"]\n").unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(found, [(Some(3), "nats.url"), (Some(7), "model[0].initial"), (Some(8), "model[0].stages[0]")], "{err:?}");
     }
 
     #[test]
