@@ -2,7 +2,8 @@
 //! original TOML text, so semantic errors point where the user must edit.
 
 use super::Diagnostic;
-use toml_edit::{Document, Item};
+use std::ops::Range;
+use toml_edit::{Document, Item, Table, Value};
 
 /// Fills in `line` for every diagnostic whose key path exists in `text`.
 pub fn add_lines(text: &str, findings: &mut [Diagnostic]) {
@@ -17,6 +18,77 @@ pub fn add_lines(text: &str, findings: &mut [Diagnostic]) {
 /// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The key path (`model[0].transitions[1].on.within`) of the key or value
+/// at byte `offset`, when `text` is well-formed TOML (the reader refused a
+/// value, not the syntax).
+pub fn path_at(text: &str, offset: usize) -> Option<String> {
+    let doc = Document::parse(text.to_owned()).ok()?;
+    let mut path = String::new();
+    let Item::Table(root) = doc.as_item() else { return None };
+    in_table(root, offset, &mut path).then_some(path)
+}
+
+fn covers(span: Option<Range<usize>>, offset: usize) -> bool {
+    span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+}
+
+fn push_key(path: &mut String, name: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(name);
+}
+
+fn in_table(t: &Table, offset: usize, path: &mut String) -> bool {
+    for (name, _) in t.iter() {
+        let Some((key, item)) = t.get_key_value(name) else { continue };
+        let start = path.len();
+        push_key(path, name);
+        let found = covers(key.span(), offset)
+            || match item {
+                Item::Table(child) => in_table(child, offset, path),
+                Item::ArrayOfTables(tables) => tables.iter().enumerate().any(|(i, child)| {
+                    let at = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    in_table(child, offset, path) || {
+                        path.truncate(at);
+                        false
+                    }
+                }),
+                Item::Value(v) => in_value(v, offset, path) || covers(v.span(), offset),
+                Item::None => false,
+            };
+        if found {
+            return true;
+        }
+        path.truncate(start);
+    }
+    false
+}
+
+fn in_value(v: &Value, offset: usize, path: &mut String) -> bool {
+    match v {
+        Value::Array(values) => values.iter().enumerate().any(|(i, child)| {
+            let at = path.len();
+            path.push_str(&format!("[{i}]"));
+            in_value(child, offset, path) || covers(child.span(), offset) || {
+                path.truncate(at);
+                false
+            }
+        }),
+        Value::InlineTable(t) => t.iter().any(|(name, _)| {
+            let Some((key, child)) = t.get_key_value(name) else { return false };
+            let at = path.len();
+            push_key(path, name);
+            covers(key.span(), offset) || child.as_value().is_some_and(|v| in_value(v, offset, path)) || covers(child.span(), offset) || {
+                path.truncate(at);
+                false
+            }
+        }),
+        _ => false,
+    }
 }
 
 /// The dotted key whose value starts at or encloses `offset`, best effort, for syntax errors.
@@ -128,6 +200,17 @@ mod tests {
         );
         let e = e.expect_err("an unknown key");
         assert_eq!(e.iter().map(|d| d.line).collect::<Vec<_>>(), [Some(6)], "{e:?}");
+    }
+
+    #[test]
+    fn a_refused_value_inside_inline_tables_in_arrays_is_named_by_its_whole_path() {
+        let text = "[[model]]\nname = \"a\"\ninitial = \"x\"\nstages = [\"x\"]\n[[model]]\nname = \"b\"\ninitial = \"x\"\nstages = [\"x\", \"y\"]\ntransitions = [\n  { from = [\"x\"], to = \"y\", on = { kind = \"k\" } },\n  { from = [\"x\"], to = \"y\", on = { kind = \"k\", min_value = \"big\" }, extra = 1 },\n]\n";
+        let at = |needle: &str| text.find(needle).expect("in the text");
+        assert_eq!(path_at(text, at("\"big\"")).as_deref(), Some("model[1].transitions[1].on.min_value"));
+        assert_eq!(path_at(text, at("extra")).as_deref(), Some("model[1].transitions[1].extra"));
+        assert_eq!(path_at(text, at("name = \"b\"")).as_deref(), Some("model[1].name"));
+        let e = crate::config::parse(&text.replace(", extra = 1", "")).expect_err("a string for a number");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("model[1].transitions[1].on.min_value", Some(11)), "{e:?}");
     }
 
     #[test]

@@ -141,7 +141,12 @@ fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
 /// table's lines), if the rest is still valid TOML.
 fn without_line(text: &str, line: usize) -> Option<String> {
     let is_header = |l: &str| l.trim_start().starts_with('[') && !l.contains('=');
-    let header = is_header(text.lines().nth(line - 1)?);
+    let first = text.lines().nth(line - 1)?;
+    // Taking out an entry of a list of tables would renumber the ones after it.
+    if first.trim_start().starts_with("[[") {
+        return None;
+    }
+    let header = is_header(first);
     let mut in_table = false;
     let out: String = text
         .split_inclusive('\n')
@@ -167,7 +172,7 @@ fn section(key: &str) -> String {
 
 fn syntax_diagnostic(text: &str, e: &toml::de::Error) -> Diagnostic {
     let line = e.span().map(|s| locate::line_of(text, s.start));
-    let key = e.span().and_then(|s| locate::key_at(text, s.start)).unwrap_or_else(|| "(syntax)".into());
+    let key = e.span().and_then(|s| locate::path_at(text, s.start).or_else(|| locate::key_at(text, s.start))).unwrap_or_else(|| "(syntax)".into());
     let mut message = e.message().trim().to_string();
     // `[model]` for `[[model]]`: say how a list of tables is written.
     let single_header = |l: &str| l.trim_start().starts_with('[') && !l.trim_start().starts_with("[[");
@@ -225,7 +230,7 @@ mod tests {
     fn an_unknown_table_is_taken_out_whole_and_the_reading_goes_on() {
         let err = parse("[bogus]\nx = 1\n\n[time]\nidle_timeout = \"x\"\n").unwrap_err();
         let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
-        assert_eq!(found, [(Some(1), "bogus"), (Some(5), "time.idle_timeout")], "{err:?}");
+        assert_eq!(found, [(Some(1), "bogus"), (Some(5), "time.idle_timeout"), (None, "model")], "{err:?}");
     }
 
     #[test]
@@ -240,7 +245,7 @@ mod tests {
     fn a_required_key_with_a_wrong_value_is_one_error_not_two() {
         let err = parse("[[model]]\nname = 7\ninitial = \"a\"\nstages = [\"a\"]\n").unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
-        assert_eq!((err[0].line, err[0].key.as_str()), (Some(2), "model.name"), "{err:?}");
+        assert_eq!((err[0].line, err[0].key.as_str()), (Some(2), "model[0].name"), "{err:?}");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     let mut f = Findings(Vec::new());
     check_nats(c, &mut f);
     check_time(c, &mut f);
+    if c.models.is_empty() {
+        f.warn("model", "no [[model]]: events are counted and funnels, triggers and segments work, but no customer moves through stages");
+    }
     check_identity(c, &mut f);
     if c.http.listen.parse::<std::net::SocketAddr>().is_err() {
         f.error("http.listen", format!("`{}` is not an address like 127.0.0.1:9464", c.http.listen));
@@ -476,7 +479,7 @@ mod tests {
         let text = MODEL.replace("kind = \"x\"", "knd = \"x\"").replace("\"zz\"", "\"c\"");
         let e = errors(&text);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("line 6: error: model.on: unknown field `knd`"), "{e:?}");
+        assert!(e[0].starts_with("line 6: error: model[0].transitions[0].on.knd: unknown field `knd`"), "{e:?}");
     }
 
     #[test]
@@ -594,13 +597,22 @@ mod tests {
     }
 
     #[test]
+    fn a_config_without_a_model_is_a_warning() {
+        let loaded = parse("[channels]\napp = \"tech\"\n").unwrap();
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].message.starts_with("no [[model]]"), "{:?}", loaded.warnings);
+    }
+
+    #[test]
     fn a_trigger_without_a_consent_purpose_is_a_warning() {
         let text = "[channels]\napp = \"tech\"\n\n[[trigger]]\nname = \"welcome\"\non = { kind = \"signup\" }\nchannels = [\"app\"]\n";
-        let loaded = parse(text).unwrap();
-        assert_eq!(loaded.warnings.len(), 1);
-        assert!(loaded.warnings[0].message.contains("`welcome` names no consent purpose"), "{:?}", loaded.warnings);
-        assert_eq!(loaded.warnings[0].line, Some(4));
-        assert!(parse(&format!("{text}consent = \"marketing\"\n")).unwrap().warnings.is_empty());
+        // (Without a model: that is a warning of its own.)
+        let about_triggers = |text: &str| parse(text).unwrap().warnings.into_iter().filter(|w| w.key != "model").collect::<Vec<_>>();
+        let warnings = about_triggers(text);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].message.contains("`welcome` names no consent purpose"), "{warnings:?}");
+        assert_eq!(warnings[0].line, Some(4));
+        assert!(about_triggers(&format!("{text}consent = \"marketing\"\n")).is_empty());
     }
 
     #[test]
