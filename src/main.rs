@@ -186,3 +186,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn count(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_writing_a_file_refuses_the_options_only_publishing_uses() {
+        let base = ["journeyd", "sim", "--config", "c.toml", "--out", "e.ndjson"];
+        assert!(Cli::try_parse_from(base).is_ok());
+        for extra in [&["--jetstream"][..], &["--verify", "http://127.0.0.1:9464"], &["--nats-url", "nats://127.0.0.1:4222"]] {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+    }
+}

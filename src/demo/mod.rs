@@ -123,7 +123,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     shared.latency.export(&shared.metrics);
     println!("\n{}", view::render(&shared.plan, &shared.metrics, 0.0, started.elapsed().as_secs_f64()));
     println!("demo finished: journeyd took {:.0} events.", view::events_seen(&shared.metrics));
-    println!("While journeyd runs, its metrics are at http://{listen}/metrics, customers at http://{listen}/v1/customers/<id>, funnels at http://{listen}/v1/funnels.");
+    println!("journeyd has stopped with the demo. While a demo runs, its metrics are at http://{listen}/metrics, customers at http://{listen}/v1/customers/<id>, funnels at http://{listen}/v1/funnels.");
     println!("Dashboards: `docker compose -f deploy/docker-compose.yml up` and open Grafana on http://localhost:3000 (journeyd folder), or import grafana/dashboards/*.json.");
     drop(server);
     Ok(())

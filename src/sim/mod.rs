@@ -103,7 +103,7 @@ pub struct SimArgs {
     #[arg(long)]
     pub jetstream: bool,
     /// Write the events as NDJSON to this file instead of publishing.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["jetstream", "verify", "nats_url"])]
     pub out: Option<PathBuf>,
     /// After publishing, poll journeyd's HTTP base URL (e.g. http://127.0.0.1:9464)
     /// until its stage gauges equal the truth; exit 1 on a mismatch.
