@@ -26,18 +26,29 @@ transitions = [
 ]
 "#;
 
+/// The journeyd binary running the lifecycle model against NATS at `url`: the
+/// config's directory (kept while it runs), its HTTP address, the process.
+fn spawn_binary(url: &str) -> (tempfile::TempDir, String, common::Journeyd) {
+    let dir = common::tempdir();
+    let http = common::free_addr();
+    let config = common::write_config(dir.path(), &config_text(url, &http, EVENT_TIME_ONLY, LIFECYCLE));
+    let journeyd = common::Journeyd::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")]);
+    (dir, http, journeyd)
+}
+
+async fn wait_ready(http: &str) {
+    common::wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
+        matches!(common::try_http_get(http, "/readyz").await, Ok((200, _))).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_every_event_in_flight_and_exits_zero() {
     const EVENTS: usize = 20_000;
     let nats = NatsServer::start();
-    let dir = common::tempdir();
-    let http = common::free_addr();
-    let config = common::write_config(dir.path(), &config_text(&nats.url(), &http, EVENT_TIME_ONLY, LIFECYCLE));
-    let mut journeyd = common::Journeyd::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")]);
-    common::wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
-        matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
+    let (_dir, http, mut journeyd) = spawn_binary(&nats.url());
+    wait_ready(&http).await;
     let client = nats.connect().await;
     let mut transitions = subscribe(&client, "journey.transition.lifecycle.visitor.registered").await;
     let ts = days_ago(1);
@@ -70,10 +81,7 @@ async fn sigterm_drains_every_event_in_flight_and_exits_zero() {
 // A process manager's stop must work whatever NATS is doing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_journeyd_while_nats_was_never_reachable() {
-    let dir = common::tempdir();
-    let (url, http) = (format!("nats://127.0.0.1:{}", common::free_port()), common::free_addr());
-    let config = common::write_config(dir.path(), &config_text(&url, &http, EVENT_TIME_ONLY, LIFECYCLE));
-    let mut journeyd = common::Journeyd::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")]);
+    let (_dir, _http, mut journeyd) = spawn_binary(&format!("nats://127.0.0.1:{}", common::free_port()));
     tokio::task::block_in_place(|| journeyd.wait_for_log("NATS not reachable yet", DEADLINE));
     journeyd.terminate();
     let status = tokio::task::block_in_place(|| journeyd.wait_timeout(Duration::from_secs(10))).expect("journeyd exits within 10 s of SIGTERM");
@@ -83,14 +91,8 @@ async fn sigterm_stops_journeyd_while_nats_was_never_reachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_journeyd_while_the_nats_connection_is_lost() {
     let mut nats = NatsServer::start();
-    let dir = common::tempdir();
-    let http = common::free_addr();
-    let config = common::write_config(dir.path(), &config_text(&nats.url(), &http, EVENT_TIME_ONLY, LIFECYCLE));
-    let mut journeyd = common::Journeyd::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")]);
-    common::wait_until("journeyd answers /readyz with 200", DEADLINE, || async {
-        matches!(common::try_http_get(&http, "/readyz").await, Ok((200, _))).then_some(())
-    })
-    .await;
+    let (_dir, http, mut journeyd) = spawn_binary(&nats.url());
+    wait_ready(&http).await;
     tokio::task::block_in_place(|| nats.stop());
     common::wait_until("/readyz answers 503 once the connection is lost", DEADLINE, || async {
         matches!(common::try_http_get(&http, "/readyz").await, Ok((503, body)) if body.contains("reconnecting")).then_some(())
