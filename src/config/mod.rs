@@ -85,8 +85,10 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let mut checked = validate::check(&config);
     if !blanked.is_empty() {
         // A line taken out may leave its section incomplete: only the other
-        // sections' findings are sure to be real.
-        checked.retain(|d| !blanked.contains(&section(&d.key)));
+        // sections' findings are sure to be real, and none are when it named
+        // channels or kinds, which the other sections refer to.
+        let referred = blanked.iter().any(|b| b == "channels" || b == "kinds");
+        checked.retain(|d| !referred && !blanked.contains(&section(&d.key)));
     }
     // Lines are found in the text as read (a line left out, e.g. a key given
     // twice, would keep the original from parsing at all).
@@ -128,7 +130,7 @@ fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
         }
         let key = d.key.clone();
         errors.push(d);
-        let Some(next) = line.filter(|_| errors.len() < MAX_READ_ERRORS).and_then(|l| without_line(&now, l)) else {
+        let Some(next) = line.filter(|_| errors.len() < MAX_READ_ERRORS).and_then(|l| without_line(&now, l)).filter(|next| *next != now) else {
             return (None, errors, blanked, now);
         };
         now = next;
@@ -142,11 +144,14 @@ fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
 fn without_line(text: &str, line: usize) -> Option<String> {
     let is_header = |l: &str| l.trim_start().starts_with('[') && !l.contains('=');
     let first = text.lines().nth(line - 1)?;
-    // Taking out an entry of a list of tables would renumber the ones after it.
-    if first.trim_start().starts_with("[[") {
+    let header = is_header(first);
+    // Only a `key = value` line or a single table: taking out an entry of a
+    // list of tables, or one line of a list of inline tables, would renumber
+    // the entries after it.
+    let key = first.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty() && !k.starts_with(['{', '[', ',']));
+    if first.trim_start().starts_with("[[") || (!header && key.is_none()) {
         return None;
     }
-    let header = is_header(first);
     let mut in_table = false;
     let out: String = text
         .split_inclusive('\n')
@@ -239,6 +244,21 @@ mod tests {
             parse("[nats]\nurl = \"nats://a:4222\"\nurl = \"nats://b:4222\"\n\n[[model]]\nname = \"m\"\ninitial = \"q\"\nstages = [\"a\"]\n").unwrap_err();
         let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
         assert_eq!(found, [(Some(3), "nats.url"), (Some(7), "model[0].initial"), (Some(8), "model[0].stages[0]")], "{err:?}");
+    }
+
+    #[test]
+    fn a_line_inside_a_list_of_inline_tables_is_not_left_out() {
+        let text = "[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [\n  { from = [\"a\"], to = \"b\", on = { kind = \"x\", min_value = \"big\" } },\n  { from = [\"a\"], to = \"b\", on = { kind = \"x\", min_value = \"huge\" } },\n]\n";
+        let err = parse(text).unwrap_err();
+        let found: Vec<&str> = err.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(found, ["model[0].transitions[0].on.min_value"], "the second would be misnamed transitions[0]: {err:?}");
+    }
+
+    #[test]
+    fn a_channel_left_out_does_not_make_the_models_naming_it_errors() {
+        let text = "[channels]\napp = \"tech\"\nweb = \"tehc\"\n\n[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = [\"a\"], to = \"b\", on = { kind = \"x\", channel = [\"web\"] } }]\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["channels.web"], "{err:?}");
     }
 
     #[test]
