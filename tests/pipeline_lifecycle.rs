@@ -103,6 +103,28 @@ async fn sigterm_stops_journeyd_while_the_nats_connection_is_lost() {
     assert_eq!(status.code(), Some(0), "exit status: {}\n{}", common::describe_status(status), journeyd.log());
 }
 
+// With the connection lost while output is waiting for the client (its
+// queue full), the signal still ends journeyd, within the drain's and the
+// shards' bounds (that output is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_journeyd_with_the_connection_lost_under_load() {
+    const EVENTS: usize = 30_000;
+    let mut nats = NatsServer::start();
+    let (_dir, http, mut journeyd) = spawn_binary(&nats.url());
+    wait_ready(&http).await;
+    let client = nats.connect().await;
+    let ts = days_ago(1);
+    for i in 0..EVENTS {
+        let ev = event(&format!("e{i}"), ts, &format!("u{i}"), "app", "signup");
+        client.publish("touch.app.signup", serde_json::to_vec(&ev).expect("JSON").into()).await.expect("publish");
+    }
+    journeyd::ingest::nats::round_trip(&client, DEADLINE).await.expect("round trip through NATS");
+    tokio::task::block_in_place(|| nats.stop());
+    journeyd.terminate();
+    let status = tokio::task::block_in_place(|| journeyd.wait_timeout(Duration::from_secs(90)));
+    assert!(status.is_some(), "journeyd still runs 90 s after SIGTERM:\n{}", common::tail(&journeyd.log(), 20));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journeyd_reconnects_after_nats_restarts_and_processes_new_events() {
     let mut p = Pipeline::start(EVENT_TIME_ONLY, LIFECYCLE).await;

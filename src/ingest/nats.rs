@@ -202,32 +202,61 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
             Some(c) = control_rx.recv() => control(router, &mut input, c).await,
             msg = input.next() => {
                 let Some((msg, now)) = msg else { break };
-                handle(client, router, msg, now).await;
-                // Take what is already buffered, without waiting, then flush partial batches.
-                for _ in 1..burst {
-                    match input.try_next() {
-                        Some((m, now)) => handle(client, router, m, now).await,
-                        None => break,
+                let taken = async {
+                    handle(client, router, msg, now).await;
+                    // Take what is already buffered, without waiting, then flush partial batches.
+                    for _ in 1..burst {
+                        match input.try_next() {
+                            Some((m, now)) => handle(client, router, m, now).await,
+                            None => break,
+                        }
                     }
-                }
-                commit(router, &mut input).await;
-                // Input that never runs dry keeps the (biased) select from
-                // reaching the ticker: if all of it is refused, late or
-                // duplicate, the idle clock must still move the watermark,
-                // so a tick that is due is taken here too.
-                if ticker.tick().now_or_never().is_some() {
-                    tick(router, &mut input).await;
+                    commit(router, &mut input).await;
+                    // Input that never runs dry keeps the (biased) select from
+                    // reaching the ticker: if all of it is refused, late or
+                    // duplicate, the idle clock must still move the watermark,
+                    // so a tick that is due is taken here too.
+                    if ticker.tick().now_or_never().is_some() {
+                        tick(router, &mut input).await;
+                    }
+                };
+                // A burst waits for room in the shards' queues, and they for
+                // the NATS client to take their output: with the connection
+                // lost and the client's queue full, that lasts until NATS is
+                // back. A signal then ends the burst where it is.
+                tokio::select! {
+                    _ = taken => {}
+                    _ = stuck(client, &shutdown) => {
+                        tracing::error!("stopping with the NATS connection lost and output waiting for it: the rest of this burst is not applied");
+                        break;
+                    }
                 }
             }
             _ = ticker.tick() => tick(router, &mut input).await,
         }
     }
     tracing::info!("draining the input");
-    for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
-        handle(client, router, msg, wall_ms()).await;
+    let drain = async {
+        for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
+            handle(client, router, msg, wall_ms()).await;
+        }
+        commit(router, &mut input).await;
+        input.finish(Duration::from_secs(10)).await;
+    };
+    if tokio::time::timeout(DRAIN, drain).await.is_err() {
+        tracing::error!(timeout = ?DRAIN, "the drain did not finish (is NATS reachable?): what it had not applied is lost");
     }
-    commit(router, &mut input).await;
-    input.finish(Duration::from_secs(10)).await;
+}
+
+/// The longest the drain after a signal may take.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Resolves once `shutdown` is cancelled while the NATS connection is lost.
+async fn stuck(client: &Client, shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    while connected(client) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The periodic work of the consuming loop: the idle clock, and the acks of
