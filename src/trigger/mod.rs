@@ -293,14 +293,16 @@ impl Trigger {
         Decision::Send(channel)
     }
 
-    /// Combines two customers' states (a merge): the survivor's waiting
-    /// trigger stays, else the other's; send history combines for the cap.
+    /// Combines two customers' states (a merge): the wait started later
+    /// stays (the one that restarted the other, in time order), so either
+    /// side's; send history combines for the cap.
     /// An `unless` event of either side in the waiting trigger's window
     /// cancels it (`Cancelled`). `Scheduled` when the survivor took over the
     /// other's wait, whose timer is queued under the other's key. `earlier`
     /// and `other_earlier`: both sides' earlier sends (see [`Trigger::decide`]).
     pub fn merge(&self, s: &mut TriggerState, other: TriggerState, earlier: &mut Vec<i64>, other_earlier: &[i64]) -> OnEvent {
-        let took = !s.is_pending() && other.is_pending();
+        // Both waiting: the later `on` event restarted the wait, in time order.
+        let took = other.is_pending() && (!s.is_pending() || other.pending_due() > s.pending_due());
         s.last_unless = s.last_unless.max(other.last_unless);
         if took {
             s.pending_due = other.pending_due;
@@ -384,6 +386,17 @@ consent = "marketing"
         assert_eq!(swapped.pending_due(), NOON + HOUR + 3_000);
         assert_eq!(t.on_event(&mut swapped, &purchase), OnEvent::Cancelled);
         assert!(!swapped.is_pending());
+    }
+
+    #[test]
+    fn a_merge_keeps_the_wait_started_later_and_a_purchase_in_it_cancels() {
+        let (cat, t) = setup();
+        let (mut survivor, mut other) = (TriggerState::default(), TriggerState::default());
+        t.on_event(&mut survivor, &touch(&cat, NOON, "cart_add"));
+        t.on_event(&mut other, &touch(&cat, NOON + HOUR / 2, "cart_add"));
+        assert_eq!(t.merge(&mut survivor, other, &mut Vec::new(), &[]), OnEvent::Scheduled { due: NOON + 3 * HOUR / 2, cancelled: false });
+        assert_eq!(t.on_event(&mut survivor, &touch(&cat, NOON + HOUR + 600_000, "purchase")), OnEvent::Cancelled, "inside the later wait");
+        assert!(!survivor.is_pending());
     }
 
     #[test]
