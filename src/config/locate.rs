@@ -34,58 +34,50 @@ fn covers(span: Option<Range<usize>>, offset: usize) -> bool {
     span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
 }
 
-fn push_key(path: &mut String, name: &str) {
-    if !path.is_empty() {
-        path.push('.');
+/// Runs `found` with `seg` appended to `path`, and takes it off again
+/// unless `found` says the offset is there.
+fn under(path: &mut String, seg: Seg<'_>, found: impl FnOnce(&mut String) -> bool) -> bool {
+    let at = path.len();
+    match seg {
+        Seg::Key(name) => {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(name);
+        }
+        Seg::Index(i) => path.push_str(&format!("[{i}]")),
     }
-    path.push_str(name);
+    found(path) || {
+        path.truncate(at);
+        false
+    }
 }
 
 fn in_table(t: &Table, offset: usize, path: &mut String) -> bool {
-    for (name, _) in t.iter() {
-        let Some((key, item)) = t.get_key_value(name) else { continue };
-        let start = path.len();
-        push_key(path, name);
-        let found = covers(key.span(), offset)
-            || match item {
-                Item::Table(child) => in_table(child, offset, path),
-                Item::ArrayOfTables(tables) => tables.iter().enumerate().any(|(i, child)| {
-                    let at = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    in_table(child, offset, path) || {
-                        path.truncate(at);
-                        false
-                    }
-                }),
-                Item::Value(v) => in_value(v, offset, path) || covers(v.span(), offset),
-                Item::None => false,
-            };
-        if found {
-            return true;
-        }
-        path.truncate(start);
-    }
-    false
+    t.iter().any(|(name, _)| {
+        let Some((key, item)) = t.get_key_value(name) else { return false };
+        under(path, Seg::Key(name), |path| {
+            covers(key.span(), offset)
+                || match item {
+                    Item::Table(child) => in_table(child, offset, path),
+                    Item::ArrayOfTables(tables) => tables.iter().enumerate().any(|(i, child)| under(path, Seg::Index(i), |path| in_table(child, offset, path))),
+                    Item::Value(v) => in_value(v, offset, path) || covers(v.span(), offset),
+                    Item::None => false,
+                }
+        })
+    })
 }
 
 fn in_value(v: &Value, offset: usize, path: &mut String) -> bool {
     match v {
-        Value::Array(values) => values.iter().enumerate().any(|(i, child)| {
-            let at = path.len();
-            path.push_str(&format!("[{i}]"));
-            in_value(child, offset, path) || covers(child.span(), offset) || {
-                path.truncate(at);
-                false
-            }
-        }),
+        Value::Array(values) => {
+            values.iter().enumerate().any(|(i, child)| under(path, Seg::Index(i), |path| in_value(child, offset, path) || covers(child.span(), offset)))
+        }
         Value::InlineTable(t) => t.iter().any(|(name, _)| {
             let Some((key, child)) = t.get_key_value(name) else { return false };
-            let at = path.len();
-            push_key(path, name);
-            covers(key.span(), offset) || child.as_value().is_some_and(|v| in_value(v, offset, path)) || covers(child.span(), offset) || {
-                path.truncate(at);
-                false
-            }
+            under(path, Seg::Key(name), |path| {
+                covers(key.span(), offset) || child.as_value().is_some_and(|v| in_value(v, offset, path)) || covers(child.span(), offset)
+            })
         }),
         _ => false,
     }
