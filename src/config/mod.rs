@@ -80,15 +80,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates config text; on failure returns every diagnostic (warnings included).
 pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let (config, mut findings, blanked, text) = read(text);
+    let (config, mut findings, left_out, text) = read(text);
     let Some(config) = config else { return Err(findings) };
     let mut checked = validate::check(&config);
-    if !blanked.is_empty() {
+    if !left_out.is_empty() {
         // A line taken out may leave its section incomplete: only the other
         // sections' findings are sure to be real, and none are when it named
         // channels or kinds, which the other sections refer to.
-        let referred = blanked.iter().any(|b| b == "channels" || b == "kinds");
-        checked.retain(|d| !referred && !blanked.contains(&section(&d.key)));
+        let sections: Vec<&str> = left_out.iter().map(|k| section(k)).collect();
+        let referred = sections.iter().any(|s| matches!(*s, "channels" | "kinds"));
+        checked.retain(|d| !referred && !sections.contains(&section(&d.key)));
     }
     // Lines are found in the text as read (a line left out, e.g. a key given
     // twice, would keep the original from parsing at all).
@@ -110,12 +111,12 @@ const MAX_READ_ERRORS: usize = 50;
 /// numbers) and the text read again, as long as that leaves valid TOML and
 /// the next error is not about the line taken out (a required key now
 /// missing). Returns the config if a read succeeded, the errors found, the
-/// sections whose lines were taken out, and the text as last read.
+/// keys whose lines were taken out, and the text as last read.
 fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
-    let (mut now, mut errors, mut blanked) = (text.to_owned(), Vec::new(), Vec::<String>::new());
+    let (mut now, mut errors, mut left_out) = (text.to_owned(), Vec::new(), Vec::<String>::new());
     loop {
         let e = match toml::from_str::<Config>(&now) {
-            Ok(c) => return (Some(c), errors, blanked, now),
+            Ok(c) => return (Some(c), errors, left_out, now),
             Err(e) => e,
         };
         let d = syntax_diagnostic(&now, &e);
@@ -124,18 +125,17 @@ fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
             .message()
             .strip_prefix("missing field `")
             .and_then(|m| m.split('`').next())
-            .is_some_and(|missing| blanked.iter().any(|b| b.ends_with(&format!(".{missing}")) || *b == missing));
+            .is_some_and(|missing| left_out.iter().any(|k| k.ends_with(&format!(".{missing}")) || *k == missing));
         if follow_on {
-            return (None, errors, blanked, now);
+            return (None, errors, left_out, now);
         }
         let key = d.key.clone();
         errors.push(d);
         let Some(next) = line.filter(|_| errors.len() < MAX_READ_ERRORS).and_then(|l| without_line(&now, l)).filter(|next| *next != now) else {
-            return (None, errors, blanked, now);
+            return (None, errors, left_out, now);
         };
         now = next;
-        blanked.push(section(&key));
-        blanked.push(key);
+        left_out.push(key);
     }
 }
 
@@ -171,8 +171,8 @@ fn without_line(text: &str, line: usize) -> Option<String> {
 }
 
 /// The top-level section of a key path: `model` of `model[0].stages`.
-fn section(key: &str) -> String {
-    key.split(['.', '[']).next().unwrap_or(key).to_string()
+fn section(key: &str) -> &str {
+    key.split(['.', '[']).next().unwrap_or(key)
 }
 
 fn syntax_diagnostic(text: &str, e: &toml::de::Error) -> Diagnostic {
