@@ -194,6 +194,17 @@ impl Trigger {
         s.pending_due() - self.within.unwrap_or(0)
     }
 
+    /// Whether an `unless` event at `at` cancels a wait from `from` until
+    /// `due`: it falls in `(from, due)` (at `due` the message is due already).
+    fn cancels(at: i64, from: i64, due: i64) -> bool {
+        at > from && at < due
+    }
+
+    /// Whether an `unless` event at `at` cancels the waiting trigger.
+    fn cancels_pending(&self, s: &TriggerState, at: i64) -> bool {
+        s.is_pending() && Self::cancels(at, self.pending_from(s), s.pending_due())
+    }
+
     pub fn inactivity(&self) -> Option<i64> {
         match self.start {
             Start::Inactivity(d) => Some(d),
@@ -224,7 +235,7 @@ impl Trigger {
         if let Some(unless) = &self.unless {
             if unless.matches(t) {
                 s.last_unless = OptTime48::new(s.last_unless.get().max(t.ts));
-                if s.is_pending() && t.ts > self.pending_from(s) && t.ts < s.pending_due() {
+                if self.cancels_pending(s, t.ts) {
                     s.clear_pending();
                     cancelled = true;
                 }
@@ -236,7 +247,7 @@ impl Trigger {
                     Some(w) => {
                         let due = t.ts.saturating_add(w);
                         let last_unless = s.last_unless.get();
-                        if self.unless.is_some() && last_unless > t.ts && last_unless < due {
+                        if self.unless.is_some() && Self::cancels(last_unless, t.ts, due) {
                             // Its `unless` came already: this wait is over
                             // before it began. In time order this event also
                             // restarted a wait that started before it (the
@@ -311,7 +322,7 @@ impl Trigger {
             s.keep_sent(earlier, other.sent(other_earlier), max as usize);
         }
         let last_unless = s.last_unless.get();
-        if s.is_pending() && self.unless.is_some() && last_unless > self.pending_from(s) && last_unless < s.pending_due() {
+        if self.unless.is_some() && self.cancels_pending(s, last_unless) {
             s.clear_pending();
             return OnEvent::Cancelled;
         }
