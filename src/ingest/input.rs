@@ -206,6 +206,11 @@ pub async fn subscribe(client: &Client, subjects: &[String]) -> anyhow::Result<I
     Ok(Input::Core(all))
 }
 
+/// When the stream stored a message (ms): the time its event is judged against.
+pub fn stored_ms(info: &jetstream::message::Info<'_>) -> i64 {
+    (info.published.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// The stream sequence in a JetStream ack subject.
 fn sequence_of(context: &jetstream::Context, reply: &Subject) -> Option<u64> {
     let message = async_nats::Message {
@@ -276,16 +281,21 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, r
 }
 
 impl JetStreamInput {
+    /// Acknowledges one message (by its reply subject), without waiting for the server.
+    async fn ack(&self, reply: Subject) -> Result<(), async_nats::PublishError> {
+        self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await
+    }
+
     /// The next message and when the stream stored it (ms).
     async fn next(&mut self) -> Option<(Message, i64)> {
         loop {
             match self.messages.next().await? {
                 Ok(m) => {
-                    let info = m.info().ok().map(|i| (i.stream_sequence, (i.published.unix_timestamp_nanos() / 1_000_000) as i64));
+                    let info = m.info().ok().map(|i| (i.stream_sequence, stored_ms(&i)));
                     if let (Some((seq, _)), Some(reply)) = (info, &m.message.reply) {
                         if seq <= self.rebuilt_through {
                             // Applied, with its output, by the rebuild: only the ack is owed.
-                            if let Err(e) = self.client.publish(reply.clone(), bytes::Bytes::from_static(b"+ACK")).await {
+                            if let Err(e) = self.ack(reply.clone()).await {
                                 tracing::warn!(error = %e, "cannot acknowledge a JetStream message the rebuild applied; it will be sent again and skipped");
                             }
                             continue;
@@ -334,7 +344,7 @@ impl JetStreamInput {
                 continue;
             }
             for reply in burst.acks {
-                if let Err(e) = self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await {
+                if let Err(e) = self.ack(reply).await {
                     tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered and deduplicated");
                 }
             }

@@ -136,7 +136,7 @@ pub async fn rebuild(
             }
         };
         let (seq, pending, stored_ms) = match m.info() {
-            Ok(i) => (i.stream_sequence, i.pending, (i.published.unix_timestamp_nanos() / 1_000_000) as i64),
+            Ok(i) => (i.stream_sequence, i.pending, super::input::stored_ms(&i)),
             Err(e) => anyhow::bail!("a replayed message has no JetStream metadata: {e}"),
         };
         if seq > through {
