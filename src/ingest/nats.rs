@@ -223,8 +223,10 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
                 // A burst waits for room in the shards' queues, and they for
                 // the NATS client to take their output: with the connection
                 // lost and the client's queue full, that lasts until NATS is
-                // back. A signal then ends the burst where it is.
+                // back. A signal then ends the burst where it is. (The burst
+                // first: one that finishes at once never looks at the signal.)
                 tokio::select! {
+                    biased;
                     _ = taken => {}
                     _ = stuck(client, &shutdown) => {
                         tracing::error!("stopping with the NATS connection lost and output waiting for it: the rest of this burst is not applied");
