@@ -29,7 +29,7 @@ fn parse(payload: &[u8]) -> Option<(Option<String>, String)> {
     (!text.is_empty()).then(|| (None, text.trim_matches('"').to_string()))
 }
 
-fn error_body(e: &ApiError) -> bytes::Bytes {
+fn error_body(e: impl std::fmt::Display) -> bytes::Bytes {
     crate::emit::to_bytes(&serde_json::json!({ "error": e.to_string() }))
 }
 
@@ -56,7 +56,7 @@ fn fit_reply(body: bytes::Bytes, is_forget: bool, max_payload: usize) -> bytes::
         "{done}the answer is {} bytes, over the NATS server's max_payload ({max_payload}); the HTTP API (/v1/customers/{{id}}) has no such limit",
         body.len()
     );
-    crate::emit::to_bytes(&serde_json::json!({ "error": error }))
+    error_body(error)
 }
 
 /// Serves both subjects until `shutdown`.
@@ -73,14 +73,14 @@ pub async fn serve(requests: Requests, client: Client, control: mpsc::Sender<Con
             continue;
         };
         let body = match parse(&msg.payload) {
-            None => error_body(&ApiError::NotFound(String::new())),
+            None => error_body(ApiError::NotFound(String::new())),
             Some((ty, id)) if is_forget => match forget(&control, ty, id).await {
                 Ok(v) => crate::emit::to_bytes(&serde_json::json!({ "forgotten": v })),
-                Err(e) => error_body(&e),
+                Err(e) => error_body(e),
             },
             Some((ty, id)) => match lookup(&control, ty, id).await {
                 Ok(v) => crate::emit::to_bytes(&v),
-                Err(e) => error_body(&e),
+                Err(e) => error_body(e),
             },
         };
         let body = fit_reply(body, is_forget, client.server_info().max_payload);
