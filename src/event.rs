@@ -470,6 +470,12 @@ fn required_str<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, st
     json_str(raw.ok_or_else(|| missing(field))?).ok_or_else(|| wrong_type(field, "a string"))
 }
 
+/// A required string that is not empty (like the event's own channel and
+/// kind, an empty string is missing).
+fn required_text<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, Rejection> {
+    required_str(field, raw).and_then(|v| if v.is_empty() { Err(missing(field)) } else { Ok(v) })
+}
+
 /// The subject's value and the payload's must agree; either alone is enough.
 /// An empty string in the payload counts as absent.
 fn pick<'s>(field: &str, from_subject: Option<&'s str>, from_payload: Option<&'s str>) -> Result<&'s str, Rejection> {
@@ -514,8 +520,8 @@ struct ConsentWire<'a> {
 
 fn parse_consent(raw: &RawValue, catalog: &Catalog) -> Result<ConsentChange, Rejection> {
     let w: ConsentWire = serde_json::from_str(raw.get()).map_err(|_| wrong_type("attrs", "an object"))?;
-    let purpose = required_str("attrs.purpose", w.purpose)?;
-    let channel = required_str("attrs.channel", w.channel)?;
+    let purpose = required_text("attrs.purpose", w.purpose)?;
+    let channel = required_text("attrs.channel", w.channel)?;
     let granted = match w.granted.map(RawValue::get) {
         Some("true") => true,
         Some("false") => false,
@@ -636,6 +642,16 @@ mod tests {
             (r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app"}"#, None, RejectReason::MissingField),
             (
                 r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":{"purpose":"marketing","channel":"sms"}}"#,
+                None,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":{"purpose":"","channel":"sms","granted":false}}"#,
+                None,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":{"purpose":"marketing","channel":"","granted":false}}"#,
                 None,
                 RejectReason::MissingField,
             ),
