@@ -519,7 +519,11 @@ struct ConsentWire<'a> {
 }
 
 fn parse_consent(raw: &RawValue, catalog: &Catalog) -> Result<ConsentChange, Rejection> {
-    let w: ConsentWire = serde_json::from_str(raw.get()).map_err(|_| wrong_type("attrs", "an object"))?;
+    let w: ConsentWire = serde_json::from_str(raw.get()).map_err(|e| match raw.get().trim_start().starts_with('{') {
+        // An object the reader refused: a key given twice.
+        true => Rejection::new(RejectReason::NotJson, format!("attrs: {e}")),
+        false => wrong_type("attrs", "an object"),
+    })?;
     let purpose = required_text("attrs.purpose", w.purpose)?;
     let channel = required_text("attrs.channel", w.channel)?;
     let granted = match w.granted.map(RawValue::get) {
@@ -645,6 +649,12 @@ mod tests {
                 None,
                 RejectReason::MissingField,
             ),
+            (
+                r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":{"purpose":"m","purpose":"n","channel":"sms","granted":false}}"#,
+                None,
+                RejectReason::NotJson,
+            ),
+            (r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":["marketing"]}"#, None, RejectReason::WrongType),
             (
                 r#"{"id":"e","ts":1,"ids":{"u":"1"},"channel":"app","kind":"consent","attrs":{"purpose":"","channel":"sms","granted":false}}"#,
                 None,
