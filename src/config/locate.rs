@@ -2,6 +2,7 @@
 //! original TOML text, so semantic errors point where the user must edit.
 
 use super::Diagnostic;
+use std::collections::BTreeSet;
 use std::ops::Range;
 use toml_edit::{Document, Item, Table, Value};
 
@@ -80,6 +81,95 @@ fn in_value(v: &Value, offset: usize, path: &mut String) -> bool {
             })
         }),
         _ => false,
+    }
+}
+
+/// One top-level section of a config text: a table, a key, or one entry of a
+/// list of tables, with every line it is written on.
+pub struct Section {
+    pub key: String,
+    /// The entry's place, for an entry of a list of tables.
+    pub index: Option<usize>,
+    /// 1-based, in order.
+    pub lines: BTreeSet<usize>,
+}
+
+impl Section {
+    /// `text` with only this section's lines kept (the others emptied, so
+    /// lines keep their numbers): it reads as a config with this section alone.
+    pub fn alone(&self, text: &str) -> String {
+        text.split_inclusive('\n')
+            .enumerate()
+            .map(|(i, l)| match self.lines.contains(&(i + 1)) {
+                true => l,
+                false => &l[l.trim_end_matches(['\r', '\n']).len()..],
+            })
+            .collect()
+    }
+
+    /// A key path found in [`Section::alone`]'s text, as the whole text
+    /// names it: an entry of a list of tables is the first there.
+    pub fn in_whole(&self, key: String) -> String {
+        match self.index {
+            Some(i) => match key.strip_prefix(&format!("{}[0]", self.key)) {
+                Some(rest) => format!("{}[{i}]{rest}", self.key),
+                None => key,
+            },
+            None => key,
+        }
+    }
+}
+
+/// The top-level sections of `text`, when it is well-formed TOML.
+pub fn sections(text: &str) -> Option<Vec<Section>> {
+    let doc = Document::parse(text.to_owned()).ok()?;
+    let Item::Table(root) = doc.as_item() else { return None };
+    let mut out = Vec::new();
+    for (name, _) in root.iter() {
+        let Some((key, item)) = root.get_key_value(name) else { continue };
+        let mut lines = BTreeSet::new();
+        match item {
+            Item::ArrayOfTables(tables) => {
+                for (i, t) in tables.iter().enumerate() {
+                    let mut lines = BTreeSet::new();
+                    mark_table(text, t, &mut lines);
+                    out.push(Section { key: name.to_owned(), index: Some(i), lines });
+                }
+                continue;
+            }
+            _ => {
+                mark(text, key.span(), &mut lines);
+                mark_item(text, item, &mut lines);
+            }
+        }
+        out.push(Section { key: name.to_owned(), index: None, lines });
+    }
+    Some(out)
+}
+
+/// Adds the lines `span` is written on.
+fn mark(text: &str, span: Option<Range<usize>>, lines: &mut BTreeSet<usize>) {
+    if let Some(s) = span {
+        lines.extend(line_of(text, s.start)..=line_of(text, s.end.max(s.start + 1) - 1));
+    }
+}
+
+fn mark_table(text: &str, t: &Table, lines: &mut BTreeSet<usize>) {
+    mark(text, t.span(), lines);
+    for (name, _) in t.iter() {
+        if let Some((key, item)) = t.get_key_value(name) {
+            mark(text, key.span(), lines);
+            mark_item(text, item, lines);
+        }
+    }
+}
+
+fn mark_item(text: &str, item: &Item, lines: &mut BTreeSet<usize>) {
+    match item {
+        Item::Value(v) => mark(text, v.span(), lines),
+        Item::Table(t) => mark_table(text, t, lines),
+        Item::ArrayOfTables(tables) => tables.iter().for_each(|t| mark_table(text, t, lines)),
+        Item::None => {}
     }
 }
 

@@ -22,7 +22,7 @@ pub enum Severity {
 }
 
 /// One finding about a config file, located by key path and, when known, line.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
     pub severity: Severity,
     /// Dotted key path, e.g. `model[0].transitions[2].to`.
@@ -81,7 +81,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses and validates config text; on failure returns every diagnostic (warnings included).
 pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let (config, mut findings, left_out, text) = read(text);
-    let Some(config) = config else { return Err(findings) };
+    let Some(config) = config else {
+        findings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
+        return Err(findings);
+    };
     let mut checked = validate::check(&config);
     if !left_out.is_empty() {
         // A line taken out may leave its section incomplete: only the other
@@ -113,7 +116,32 @@ const MAX_READ_ERRORS: usize = 50;
 /// missing). Returns the config if a read succeeded, the errors found, the
 /// keys whose lines were taken out, and the text as last read.
 fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
-    let (mut now, mut errors, mut left_out) = (text.to_owned(), Vec::new(), Vec::<String>::new());
+    let (config, mut errors, left_out, now) = read_on(text.to_owned(), Vec::new());
+    if config.is_some() {
+        return (config, errors, left_out, now);
+    }
+    // The reading stopped at an error it cannot read past (in an entry of a
+    // list of tables, or a required key left out): the sections it had not
+    // reached are read one by one, each alone in the text.
+    let sections = locate::sections(&now).unwrap_or_default();
+    if sections.len() > 1 {
+        for s in &sections {
+            let (_, found, _, _) = read_on(s.alone(&now), left_out.clone());
+            for mut d in found {
+                d.key = s.in_whole(d.key);
+                if !errors.contains(&d) && errors.len() < MAX_READ_ERRORS {
+                    errors.push(d);
+                }
+            }
+        }
+    }
+    (None, errors, left_out, now)
+}
+
+/// [`read`]'s loop over the whole `text`, given the keys whose lines were
+/// already taken out of it.
+fn read_on(text: String, left_out: Vec<String>) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
+    let (mut now, mut errors, mut left_out) = (text, Vec::new(), left_out);
     loop {
         let e = match toml::from_str::<Config>(&now) {
             Ok(c) => return (Some(c), errors, left_out, now),
@@ -125,7 +153,9 @@ fn read(text: &str) -> (Option<Config>, Vec<Diagnostic>, Vec<String>, String) {
             .message()
             .strip_prefix("missing field `")
             .and_then(|m| m.split('`').next())
-            .is_some_and(|missing| left_out.iter().any(|k| k.ends_with(&format!(".{missing}")) || *k == missing));
+            // The line taken out held that key, or a value inside it
+            // (`funnel[0].steps[1].withn` was on the line of `steps`).
+            .is_some_and(|missing| left_out.iter().any(|k| k.split(['.', '[']).any(|seg| seg == missing)));
         if follow_on {
             return (None, errors, left_out, now);
         }
@@ -266,6 +296,24 @@ mod tests {
         let err = parse("[[model]]\nname = 7\ninitial = \"a\"\nstages = [\"a\"]\n").unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert_eq!((err[0].line, err[0].key.as_str()), (Some(2), "model[0].name"), "{err:?}");
+    }
+
+    #[test]
+    fn an_error_the_reading_cannot_pass_does_not_hide_the_other_sections_errors() {
+        let text = "[time]\nidle_timeout = 10\n\n[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\"]\ntransitions = [{ from = [\"a\"], to = \"a\", on = { kind = \"x\", cnt = 3 } }]\n\n[[model]]\nname = 5\ninitial = \"a\"\nstages = [\"a\"]\n\n[[funnel]]\nname = \"f\"\nsteps = [\"a\"]\nwindow = \"5q\"\n\n[[model]]\nname = \"z\"\ninitial = \"a\"\nstages = [\"a\"]\n[[model.transitions]]\nfrom = [\"a\"]\nto = \"a\"\non = { kind = \"x\", min_value = \"big\" }\n";
+        let err = parse(text).unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (Some(2), "time.idle_timeout"),
+                (Some(8), "model[0].transitions[0].on.cnt"),
+                (Some(11), "model[1].name"),
+                (Some(18), "funnel[0].window"),
+                (Some(27), "model[2].transitions[0].on.min_value")
+            ],
+            "{err:?}"
+        );
     }
 
     #[test]

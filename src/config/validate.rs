@@ -42,12 +42,11 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     if c.engine.shards > 256 {
         f.error("engine.shards", "at most 256 shards");
     }
-    if c.engine.batch_size == Some(0) || c.engine.queue_batches == Some(0) {
-        f.error("engine", "batch_size and queue_batches must be positive");
-    }
     for (key, v) in [("engine.batch_size", c.engine.batch_size), ("engine.queue_batches", c.engine.queue_batches)] {
-        if v.is_some_and(|v| v > MAX_BATCHING) {
-            f.error(key, format!("at most {MAX_BATCHING}"));
+        match v {
+            Some(0) => f.error(key, "must be positive"),
+            Some(v) if v > MAX_BATCHING => f.error(key, format!("at most {MAX_BATCHING}")),
+            _ => {}
         }
     }
     for reserved in ["none", "other"] {
@@ -367,8 +366,10 @@ fn check_attribution(a: &AttributionConfig, f: &mut Findings) {
             f.error(format!("attribution.models[{i}]"), format!("`{m}` is listed twice"));
         }
     }
-    if a.lookback.millis() <= 0 || a.half_life.millis() <= 0 {
-        f.error("attribution", "lookback and half_life must be positive");
+    for (key, d) in [("attribution.lookback", a.lookback), ("attribution.half_life", a.half_life)] {
+        if d.millis() <= 0 {
+            f.error(key, "must be positive");
+        }
     }
     if a.max_touches == 0 || a.max_touches > 1024 {
         f.error("attribution.max_touches", "must be between 1 and 1024");
@@ -468,6 +469,12 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_must_be_positive_is_named_on_its_own_line() {
+        let e = errors("[engine]\n\nbatch_size = 0\n\n[attribution]\nhalf_life = \"0s\"\n");
+        assert_eq!(e, ["line 3: error: engine.batch_size: must be positive", "line 6: error: attribution.half_life: must be positive"]);
+    }
+
+    #[test]
     fn the_reserved_channel_labels_cannot_be_configured() {
         let e = errors("[channels]\napp = \"tech\"\nnone = \"low\"\n");
         assert_eq!(e.len(), 1, "{e:?}");
@@ -486,6 +493,7 @@ mod tests {
     fn a_typo_in_a_funnel_step_table_and_a_wrong_type_for_a_name_say_what_is_wrong() {
         let e = errors("[[funnel]]\nname = \"f\"\nwindow = \"1d\"\nsteps = [\"a\", { kind = \"b\", withn = \"1d\" }]\n");
         assert!(e[0].contains("unknown field `withn`"), "{e:?}");
+        assert_eq!(e.len(), 1, "`steps` is not missing: its line was left out for the error in it: {e:?}");
         let e = errors(&MODEL.replace("kind = \"x\"", "kind = 3").replace("\"zz\"", "\"c\""));
         assert!(e[0].contains("expected a name or a list of names"), "{e:?}");
     }
