@@ -41,7 +41,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/funnels", get(|State(s): State<AppState>| async move { Json(crate::stats::funnels(&s.plan, &s.metrics)) }))
         .route("/v1/funnels/{name}", get(get_funnel))
         .route("/v1/stats", get(|State(s): State<AppState>| async move { Json(crate::stats::stats(&s.plan, &s.metrics, crate::ingest::nats::wall_ms())) }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such endpoint (GET /v1/customers/{id} needs an id)" }))) })
+        .fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            let hint = if uri.path().starts_with("/v1/customers") { " (a customer is /v1/customers/{id})" } else { "" };
+            (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no such endpoint: {method} {}{hint}", uri.path()) })))
+        })
         .with_state(state)
 }
 

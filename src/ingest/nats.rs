@@ -57,7 +57,7 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
                     // Expected once journeyd has drained and dropped its client.
                     async_nats::Event::Closed => tracing::info!("NATS connection closed"),
                     async_nats::Event::SlowConsumer(sid) => {
-                        tracing::error!(sid, "NATS slow consumer: the server dropped messages for journeyd; raise nats.subscription_capacity or add cores")
+                        tracing::error!(sid, "NATS slow consumer: the subscription buffer was full and the client dropped messages; raise nats.subscription_capacity or add cores")
                     }
                     other => tracing::warn!(event = %other, "NATS connection event"),
                 }
