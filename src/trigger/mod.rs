@@ -205,6 +205,14 @@ impl Trigger {
         s.is_pending() && Self::cancels(at, self.pending_from(s), s.pending_due())
     }
 
+    /// Whether an `unless` event at `at`, arriving after the `on` event that
+    /// started the wait, cancels it: one at the `on` event's own time came
+    /// after it too (events apply in arrival order), so the window is
+    /// `[from, due)`.
+    fn cancels_pending_after(&self, s: &TriggerState, at: i64) -> bool {
+        s.is_pending() && (self.pending_from(s)..s.pending_due()).contains(&at)
+    }
+
     pub fn inactivity(&self) -> Option<i64> {
         match self.start {
             Start::Inactivity(d) => Some(d),
@@ -235,7 +243,7 @@ impl Trigger {
         if let Some(unless) = &self.unless {
             if unless.matches(t) {
                 s.last_unless = OptTime48::new(s.last_unless.get().max(t.ts));
-                if self.cancels_pending(s, t.ts) {
+                if self.cancels_pending_after(s, t.ts) {
                     s.clear_pending();
                     cancelled = true;
                 }
@@ -408,6 +416,18 @@ consent = "marketing"
         assert_eq!(t.merge(&mut survivor, other, &mut Vec::new(), &[]), OnEvent::Scheduled { due: NOON + 3 * HOUR / 2, cancelled: false });
         assert_eq!(t.on_event(&mut survivor, &touch(&cat, NOON + HOUR + 600_000, "purchase")), OnEvent::Cancelled, "inside the later wait");
         assert!(!survivor.is_pending());
+    }
+
+    #[test]
+    fn a_purchase_at_the_cart_adds_own_time_cancels_when_it_arrives_after_it() {
+        let (cat, t) = setup();
+        let mut s = TriggerState::default();
+        t.on_event(&mut s, &touch(&cat, NOON, "cart_add"));
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON, "purchase")), OnEvent::Cancelled, "a buy-now flow: both in one millisecond");
+        // Arriving first, it came before the cart add: the wait stands.
+        let mut s = TriggerState::default();
+        t.on_event(&mut s, &touch(&cat, NOON, "purchase"));
+        assert_eq!(t.on_event(&mut s, &touch(&cat, NOON, "cart_add")), OnEvent::Scheduled { due: NOON + HOUR, cancelled: false });
     }
 
     #[test]
