@@ -82,8 +82,10 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     if c.segments.window.millis() <= 0 {
         f.error("segments.window", "must be positive");
     }
-    if c.segments.purchase_high == 0 || c.segments.engagement_high == 0 {
-        f.error("segments", "purchase_high and engagement_high must be at least 1");
+    for (key, n) in [("segments.purchase_high", c.segments.purchase_high), ("segments.engagement_high", c.segments.engagement_high)] {
+        if n == 0 {
+            f.error(key, "must be at least 1");
+        }
     }
     let mut names = HashSet::new();
     for (i, t) in c.triggers.iter().enumerate() {
@@ -198,8 +200,10 @@ fn check_time(c: &Config, f: &mut Findings) {
     if c.time.idle_timeout.millis() <= 0 {
         f.error("time.idle_timeout", "must be positive");
     }
-    if c.time.max_future_skew.millis() < 0 || c.time.allowed_lateness.millis() < 0 {
-        f.error("time", "durations must not be negative");
+    for (key, d) in [("time.max_future_skew", c.time.max_future_skew), ("time.allowed_lateness", c.time.allowed_lateness)] {
+        if d.millis() < 0 {
+            f.error(key, "must not be negative");
+        }
     }
     if c.time.max_future_skew.millis() > MAX_FUTURE_SKEW_DAYS * 86_400_000 {
         f.error("time.max_future_skew", format!("at most {MAX_FUTURE_SKEW_DAYS}d"));
@@ -375,8 +379,13 @@ fn check_attribution(a: &AttributionConfig, f: &mut Findings) {
         f.error("attribution.max_touches", "must be between 1 and 1024");
     }
     let (p1, p2) = (a.position_first, a.position_last);
-    if !(0.0..=1.0).contains(&p1) || !(0.0..=1.0).contains(&p2) || p1 + p2 > 1.0 + 1e-9 {
-        f.error("attribution", "position_first and position_last must be in [0, 1] and sum to at most 1");
+    for (key, p) in [("attribution.position_first", p1), ("attribution.position_last", p2)] {
+        if !(0.0..=1.0).contains(&p) {
+            f.error(key, "must be in [0, 1]");
+        }
+    }
+    if (0.0..=1.0).contains(&p1) && (0.0..=1.0).contains(&p2) && p1 + p2 > 1.0 + 1e-9 {
+        f.error("attribution.position_last", format!("position_first + position_last must be at most 1 (here {p1} + {p2})"));
     }
 }
 
@@ -472,6 +481,14 @@ mod tests {
     fn a_value_that_must_be_positive_is_named_on_its_own_line() {
         let e = errors("[engine]\n\nbatch_size = 0\n\n[attribution]\nhalf_life = \"0s\"\n");
         assert_eq!(e, ["line 3: error: engine.batch_size: must be positive", "line 6: error: attribution.half_life: must be positive"]);
+        let e = errors("[attribution]\nposition_first = 0.7\nposition_last = 0.5\n\n[segments]\nengagement_high = 0\n");
+        assert_eq!(
+            e,
+            [
+                "line 3: error: attribution.position_last: position_first + position_last must be at most 1 (here 0.7 + 0.5)",
+                "line 6: error: segments.engagement_high: must be at least 1"
+            ]
+        );
     }
 
     #[test]
