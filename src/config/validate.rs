@@ -101,8 +101,10 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
         f.error("trigger", "at most 32 triggers with `after_inactivity`");
     }
     let cat = crate::catalog::Catalog::new(c);
-    if cat.channel_count() > MAX_NAMED {
-        f.error("channels", format!("at most {MAX_NAMED} channels"));
+    // A touch history keeps a channel id in 12 bits, `none` and `other` included.
+    let max_channels = crate::model::attribution::MAX_CHANNEL_IDS - 2;
+    if cat.channel_count() > max_channels + 2 {
+        f.error("channels", format!("at most {max_channels} channels"));
     }
     if cat.kind_count() > MAX_NAMED {
         f.error("kinds", format!("at most {MAX_NAMED} distinct event kinds named in the config"));
@@ -522,6 +524,15 @@ mod tests {
         assert_eq!(e.len(), 1, "{:?}", &e[..e.len().min(3)]);
         assert!(e[0].contains("error: kinds: at most 32000 distinct event kinds"), "{e:?}");
         assert!(errors(&format!("kinds = [{}]\n", kinds[..1000].join(", "))).is_empty());
+    }
+
+    #[test]
+    fn a_config_naming_more_channels_than_a_touch_can_hold_is_refused() {
+        let channels = |n: usize| (0..n).map(|i| format!("c{i} = \"tech\"\n")).collect::<String>();
+        let e = errors(&format!("[channels]\n{}", channels(4095)));
+        assert_eq!(e.len(), 1, "{:?}", &e[..e.len().min(3)]);
+        assert!(e[0].contains("error: channels: at most 4094 channels"), "{e:?}");
+        assert!(errors(&format!("[channels]\n{}", channels(4094))).is_empty());
     }
 
     #[test]

@@ -63,13 +63,19 @@ impl PackedTouch {
 
 /// A ring's base is a multiple of this many time units (it is kept in 32 bits).
 const BASE_BITS: u32 = 16;
+/// A kept touch is 48 bits: its time offset from the ring's base, and its channel.
+const OFFSET_BITS: u32 = 36;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Channel ids a kept touch holds (the configured channels, `none` and `other`).
+pub const MAX_CHANNEL_IDS: usize = 1 << (48 - OFFSET_BITS);
 /// How far back from its newest touch a ring is sure to keep touches, in
-/// time units: every offset from the base fits in 32 bits.
-const SPAN: i64 = (1 << 32) - (1 << BASE_BITS);
+/// time units: every offset from the base fits in [`OFFSET_BITS`] (2^36 ms
+/// is 795 days).
+const SPAN: i64 = (1 << OFFSET_BITS) - (1 << BASE_BITS);
 
 /// How customers' touch histories are kept: the latest `max` touches, their
 /// times in units of `2^shift` ms. The unit is 1 ms unless the attribution
-/// lookback plus the allowed lateness is longer than [`SPAN`] ms (49.7 days),
+/// lookback plus the allowed lateness is longer than [`SPAN`] ms (795 days),
 /// the times a ring must keep; then it doubles until they fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct History {
@@ -90,17 +96,24 @@ impl History {
     }
 }
 
-/// A touch in its ring: its time as 32 bits of units after the ring's base,
-/// and its channel, in six two-byte-aligned bytes.
+/// A touch in its ring: its time as [`OFFSET_BITS`] bits of units after the
+/// ring's base, and its channel above them, in six two-byte-aligned bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Kept([u16; 3]);
 
 impl Kept {
-    fn new(offset: u32, channel: ChannelId) -> Kept {
-        Kept([offset as u16, (offset >> 16) as u16, channel])
+    fn new(offset: u64, channel: ChannelId) -> Kept {
+        let bits = offset | u64::from(channel) << OFFSET_BITS;
+        Kept([bits as u16, (bits >> 16) as u16, (bits >> 32) as u16])
     }
-    fn offset(self) -> u32 {
-        u32::from(self.0[0]) | u32::from(self.0[1]) << 16
+    fn bits(self) -> u64 {
+        u64::from(self.0[0]) | u64::from(self.0[1]) << 16 | u64::from(self.0[2]) << 32
+    }
+    fn offset(self) -> u64 {
+        self.bits() & OFFSET_MASK
+    }
+    fn channel(self) -> ChannelId {
+        (self.bits() >> OFFSET_BITS) as ChannelId
     }
 }
 
@@ -139,14 +152,14 @@ impl Touches {
     }
 
     fn decode(&self, k: Kept, shift: u32) -> PackedTouch {
-        let units = (i64::from(self.base) << BASE_BITS) + i64::from(k.offset());
-        PackedTouch::new(units << shift, k.0[2])
+        let units = (i64::from(self.base) << BASE_BITS) + k.offset() as i64;
+        PackedTouch::new(units << shift, k.channel())
     }
 
     /// `t` as kept in this ring, if its time is within the base's reach.
     fn encode(&self, t: PackedTouch, shift: u32) -> Option<Kept> {
         let offset = (t.ts() >> shift) - (i64::from(self.base) << BASE_BITS);
-        u32::try_from(offset).ok().map(|o| Kept::new(o, t.channel()))
+        u64::try_from(offset).ok().filter(|o| *o <= OFFSET_MASK).map(|o| Kept::new(o, t.channel()))
     }
 
     pub fn push(&mut self, t: PackedTouch, h: History) {
@@ -392,15 +405,21 @@ mod tests {
     }
 
     #[test]
-    fn the_unit_is_a_millisecond_unless_lookback_and_lateness_span_more_than_32_bits() {
+    fn the_unit_is_a_millisecond_unless_lookback_and_lateness_span_more_than_36_bits() {
         assert_eq!(History::new(32, 30 * DAY + 5_000).shift, 0);
-        assert_eq!(History::new(32, 49 * DAY).shift, 0);
-        assert_eq!(History::new(32, 50 * DAY).shift, 1);
-        assert_eq!(History::new(32, 365 * DAY).shift, 3);
-        let h = History::new(4, 90 * DAY);
-        let mut t = Touches::default();
-        t.push(PackedTouch::new(1_700_000_000_003, 1), h);
-        assert_eq!(t.iter(h.shift).next(), Some(PackedTouch::new(1_700_000_000_002, 1)), "kept to {} ms", 1 << h.shift);
+        assert_eq!(History::new(32, 365 * DAY).shift, 0);
+        assert_eq!(History::new(32, 795 * DAY).shift, 0);
+        assert_eq!(History::new(32, 796 * DAY).shift, 1);
+        let top = (MAX_CHANNEL_IDS - 1) as ChannelId;
+        for (span, kept) in [(90 * DAY, 1_700_000_000_003), (365 * DAY, 1_700_000_000_003), (1000 * DAY, 1_700_000_000_002)] {
+            let h = History::new(4, span);
+            let mut t = Touches::default();
+            t.push(PackedTouch::new(1_700_000_000_003, top), h);
+            t.push(PackedTouch::new(1_700_000_000_003 + span - DAY, 2), h);
+            let got: Vec<PackedTouch> = t.iter(h.shift).collect();
+            assert_eq!(got[0], PackedTouch::new(kept, top), "span {span}: kept to {} ms", 1 << h.shift);
+            assert_eq!(got[1].channel(), 2);
+        }
     }
 
     /// Random pushes (in time order, late within a bound, and after gaps of
