@@ -105,9 +105,7 @@ async fn dashboards_have_data_and_conversion_drop_alerts_fire_in_real_prometheus
     let events = generated.events;
     eprintln!("setup: {} events for {PEOPLE} people generated in {:.1}s", events.len(), started.elapsed().as_secs_f64());
 
-    // Prometheus first, scraping the address journeyd is about to listen on: journeyd
-    // must get its first event within `idle_timeout` of starting, or its idle clock
-    // moves the watermark to the wall clock and the simulated history arrives late.
+    // Prometheus first, scraping the address journeyd is about to listen on.
     let rules_text = std::fs::read_to_string(root.join("grafana/alerts/journey.rules.yml")).expect("read grafana/alerts/journey.rules.yml");
     let prometheus = Prometheus::start(&journeyd_addr, &rules_for_test(&rules_text), Some(&last_week_openmetrics(now_ms))).await;
     let client = nats.connect().await;

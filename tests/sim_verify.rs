@@ -277,8 +277,8 @@ impl Live {
             .replace("url = \"nats://127.0.0.1:4222\"", &format!("url = \"{}\"", nats.url()))
             .replace("listen = \"127.0.0.1:9464\"", &format!("listen = \"{listen}\""))
             // Verification needs no idle rule (it asks the reference at journeyd's own
-            // watermark); a long idle timeout keeps a busy machine from making journeyd
-            // refuse the simulated history before sim publishes it.
+            // watermark); a long idle timeout keeps a pause of a busy machine in the
+            // middle of the history from making the rest of it late.
             .replace("idle_timeout = \"10s\"", "idle_timeout = \"2m\"");
         let config = dir.path().join("journeyd.toml");
         std::fs::write(&config, &text).unwrap();

@@ -208,8 +208,11 @@ impl Router {
 
     /// The live idle rule: if no event was accepted for `idle_timeout`, the
     /// watermark follows the wall clock and every shard fires its due timers.
+    /// It waits for the first event: before any traffic there is no timer to
+    /// fire, and a clock-made watermark would make a backfill that starts
+    /// later than `idle_timeout` after journeyd all late.
     pub async fn on_idle(&mut self, now: Instant, wall_ms: i64) {
-        if now.duration_since(self.last_accepted) < self.plan.config.time.idle_timeout.as_std() {
+        if self.watermark.max_ts() == i64::MIN || now.duration_since(self.last_accepted) < self.plan.config.time.idle_timeout.as_std() {
             return;
         }
         if self.watermark.on_idle(wall_ms).is_some() {
@@ -291,5 +294,34 @@ impl Router {
     /// Drops a forgotten customer's ids from the identity index.
     pub fn purge(&mut self, ids: &[(IdTypeId, Box<str>)]) {
         self.resolver.purge(ids);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{worker::Sink, Engine};
+    use crate::metrics::latency::LatencyHub;
+
+    fn event(id: &str, ts: i64) -> String {
+        format!(r#"{{"id":"{id}","ts":{ts},"ids":{{"user_id":"u"}},"channel":"app","kind":"view"}}"#)
+    }
+
+    #[tokio::test]
+    async fn the_idle_clock_waits_for_the_first_event() {
+        let plan = Arc::new(Plan::new(crate::config::parse("[time]\nidle_timeout = \"10s\"\nallowed_lateness = \"5s\"\n").expect("config").config));
+        let metrics = Arc::new(Metrics::new(&plan));
+        let (engine, mut router) = Engine::start(plan, metrics, Arc::new(LatencyHub::default()), Sink::Discard);
+        let (wall, hour) = (1_800_000_000_000_i64, std::time::Duration::from_secs(3600));
+        // An hour without traffic since the start: no watermark yet, so history is on time.
+        router.on_idle(Instant::now() + hour, wall).await;
+        assert_eq!(router.watermark(), i64::MIN);
+        let old = wall - 86_400_000;
+        assert!(matches!(router.ingest(event("e1", old).as_bytes(), None, Instant::now(), wall).await, Outcome::Accepted));
+        // Once traffic has come and stopped, the watermark follows the clock.
+        router.on_idle(Instant::now() + hour, wall).await;
+        assert_eq!(router.watermark(), wall - 15_000);
+        assert!(matches!(router.ingest(event("e2", old + 1).as_bytes(), None, Instant::now(), wall).await, Outcome::Late));
+        engine.shutdown(router).await;
     }
 }

@@ -36,12 +36,12 @@
 //!   lateness, after it (once journeyd has been idle for `idle_timeout`) at the
 //!   wall clock − `idle_timeout` − lateness.
 //!
-//! Every simulated event lies in the past. A journeyd that has been idle for
-//! `idle_timeout` has a watermark near the wall clock and would refuse the whole
-//! history as late, and one that has seen other traffic has customers of its
-//! own: `--verify` therefore needs a fresh journeyd (no watermark yet, no
-//! customers), started less than `idle_timeout` before the first event arrives.
-//! It checks that before publishing and waits for `/readyz`, so no event is
+//! Every simulated event lies in the past. A journeyd that has seen traffic
+//! has customers of its own and, once idle for `idle_timeout`, a watermark near
+//! the wall clock that would refuse the whole history as late: `--verify`
+//! therefore needs a fresh journeyd (no watermark yet, no customers; its idle
+//! clock waits for the first event, however long it has been running). It
+//! checks that before publishing and waits for `/readyz`, so no event is
 //! published before journeyd is subscribed.
 
 mod generate;

@@ -49,8 +49,8 @@ pub(crate) async fn before_publishing(base: &str, timeout: Duration) -> anyhow::
     let customers: i64 = s.stages.values().flat_map(|m| m.values()).sum();
     Ok(match s.watermark {
         Some(w) => Fresh::No(format!(
-            "journeyd already has a watermark ({}): it has seen traffic or been idle for time.idle_timeout, so the simulated \
-             history would be late. Start sim against a fresh journeyd within idle_timeout of starting it.",
+            "journeyd already has a watermark ({}): it has seen traffic, so the simulated history would be late or mixed \
+             with it. Start sim against a fresh journeyd.",
             chrono::DateTime::from_timestamp_millis(w).map_or_else(|| w.to_string(), |t| t.to_rfc3339())
         )),
         None if customers > 0 => Fresh::No(format!("journeyd already has {customers} customers; verification needs a fresh one")),
