@@ -145,8 +145,20 @@ fn check_nats(c: &Config, f: &mut Findings) {
     if c.nats.subjects.is_empty() {
         f.error("nats.subjects", "at least one subject is needed");
     }
+    match c.nats.url.parse::<async_nats::ServerAddr>() {
+        Err(e) => f.error("nats.url", format!("`{}` is not a NATS server address: {e}", c.nats.url)),
+        Ok(addr) if addr.host().is_empty() => f.error("nats.url", format!("`{}` is not a NATS server address: no host", c.nats.url)),
+        Ok(_) => {}
+    }
+    if c.nats.credentials.as_deref().is_some_and(str::is_empty) {
+        f.error("nats.credentials", "must name a credentials file");
+    }
     let patterns: Vec<Vec<&str>> = c.nats.subjects.iter().map(|s| s.split('.').collect()).collect();
     for (i, subject) in c.nats.subjects.iter().enumerate() {
+        if let Some(why) = subject_problem(&patterns[i]) {
+            f.error(format!("nats.subjects[{i}]"), format!("`{subject}` is not a NATS subject: {why}"));
+            continue;
+        }
         if let Some(own) = OWN_SUBJECTS.iter().find(|own| overlap(&patterns[i], &own.split('.').collect::<Vec<_>>())) {
             f.error(
                 format!("nats.subjects[{i}]"),
@@ -181,6 +193,24 @@ fn check_nats(c: &Config, f: &mut Findings) {
         let (given, missing) = if c.nats.user.is_some() { ("nats.user", "nats.password") } else { ("nats.password", "nats.user") };
         f.error(given, format!("user and password go together: `{missing}` is missing"));
     }
+}
+
+/// What makes a subject pattern's tokens invalid for NATS, if anything.
+fn subject_problem(tokens: &[&str]) -> Option<&'static str> {
+    if tokens.iter().any(|t| t.is_empty()) {
+        return Some("empty token (a `.` at either end, or two in a row)");
+    }
+    if tokens.iter().any(|t| t.chars().any(char::is_whitespace)) {
+        return Some("white space in it");
+    }
+    let last = tokens.len() - 1;
+    if tokens.iter().enumerate().any(|(i, t)| t.contains('>') && (i != last || *t != ">")) {
+        return Some("`>` only as the whole last token");
+    }
+    if tokens.iter().any(|t| t.contains('*') && *t != "*") {
+        return Some("`*` only as a whole token");
+    }
+    None
 }
 
 /// The subjects journeyd publishes or answers on, as NATS subject patterns.
@@ -600,6 +630,30 @@ mod tests {
         for (a, b) in [("touch.app.*", "touch.web.*"), ("touch.*.view", "touch.*.buy"), ("touch.a", "touch.a.>")] {
             assert_eq!(errors(&format!("[nats]\nsubjects = [\"{a}\", \"{b}\"]\n")), Vec::<String>::new(), "{a} {b}");
         }
+    }
+
+    #[test]
+    fn a_subject_or_server_address_nats_would_refuse_is_an_error_here() {
+        for (subject, why) in [
+            ("touch.>.x", "`>` only as the whole last token"),
+            ("", "empty token"),
+            ("touch..x", "empty token"),
+            ("touch. x", "white space"),
+            ("touch.ap*", "`*` only as a whole token"),
+        ] {
+            let e = errors(&format!("[nats]\nsubjects = [\"{subject}\"]\n"));
+            assert_eq!(e.len(), 1, "{subject}: {e:?}");
+            assert!(e[0].starts_with(&format!("line 2: error: nats.subjects[0]: `{subject}` is not a NATS subject: {why}")), "{e:?}");
+        }
+        for url in ["", "http://x:1", "nats://a:99999", "nats://a b:1"] {
+            let e = errors(&format!("[nats]\nurl = \"{url}\"\n"));
+            assert_eq!(e.len(), 1, "{url}: {e:?}");
+            assert!(e[0].starts_with(&format!("line 2: error: nats.url: `{url}` is not a NATS server address")), "{e:?}");
+        }
+        for url in ["nats://127.0.0.1:4222", "nats:4222", "tls://nats.example.com", "localhost"] {
+            assert_eq!(errors(&format!("[nats]\nurl = \"{url}\"\n")), Vec::<String>::new(), "{url}");
+        }
+        assert_eq!(errors("[nats]\ncredentials = \"\"\n"), ["line 2: error: nats.credentials: must name a credentials file"]);
     }
 
     #[test]

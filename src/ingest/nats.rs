@@ -70,13 +70,14 @@ pub async fn connect(cfg: &NatsConfig, metrics: Arc<Metrics>) -> anyhow::Result<
         opts = opts.token(t.clone());
     }
     if let Some(c) = &cfg.credentials {
-        opts = opts.credentials_file(c).await.with_context(|| format!("reading NATS credentials file {c}"))?;
+        opts = opts.credentials_file(c).await.with_context(|| format!("reading the NATS credentials file {c} (nats.credentials)"))?;
     }
     let mut delay = Duration::from_millis(100);
     loop {
         match opts.clone().connect(cfg.url.as_str()).await {
             Ok(c) => return Ok(c),
-            Err(e) if e.kind() == async_nats::ConnectErrorKind::Io || e.kind() == async_nats::ConnectErrorKind::TimedOut => {
+            // A host name not resolvable yet (a service starting beside journeyd) is waited for too.
+            Err(e) if matches!(e.kind(), async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut | async_nats::ConnectErrorKind::Dns) => {
                 tracing::warn!(url = %cfg.url, error = %e, "NATS not reachable yet; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
