@@ -61,7 +61,11 @@ fn in_table(t: &Table, offset: usize, path: &mut String) -> bool {
             covers(key.span(), offset)
                 || match item {
                     Item::Table(child) => in_table(child, offset, path),
-                    Item::ArrayOfTables(tables) => tables.iter().enumerate().any(|(i, child)| under(path, Seg::Index(i), |path| in_table(child, offset, path))),
+                    // An error at an entry's `[[header]]` (a required key missing) is that entry's.
+                    Item::ArrayOfTables(tables) => tables
+                        .iter()
+                        .enumerate()
+                        .any(|(i, child)| under(path, Seg::Index(i), |path| covers(child.span(), offset) || in_table(child, offset, path))),
                     Item::Value(v) => in_value(v, offset, path) || covers(v.span(), offset),
                     Item::None => false,
                 }
@@ -184,16 +188,25 @@ pub fn key_at(text: &str, offset: usize) -> Option<String> {
         true => last_key_before(&line[..(offset - line_start).min(line.len())]).unwrap_or(key),
         false => key,
     };
-    // The table header above (its comment left out).
+    // The table header above (its comment left out), and whether it starts
+    // an entry of a list of tables.
     let header = |l: &str| {
         let l = l.split('#').next().unwrap_or("").trim();
-        l.strip_prefix('[').map(|t| t.trim_start_matches('[').trim_end_matches(']').trim().to_string())
+        l.strip_prefix('[').map(|t| (t.trim_start_matches('[').trim_end_matches(']').trim().to_string(), t.starts_with('[')))
     };
     // An error at a table header (`[model]` where a list is expected) is that table's.
     if key.starts_with('[') {
-        return header(line);
+        return header(line).map(|(t, _)| t);
     }
-    let table = text[..line_start].lines().rev().find_map(header);
+    let above = &text[..line_start];
+    let table = above.lines().rev().find_map(header).map(|(t, list)| match list && !t.contains('.') {
+        // Which entry: `[[trigger]]` headers down to here.
+        true => {
+            let n = above.lines().filter(|l| header(l).is_some_and(|(h, list)| list && h == t)).count();
+            format!("{t}[{}]", n.saturating_sub(1))
+        }
+        false => t,
+    });
     if key.is_empty() {
         return table;
     }

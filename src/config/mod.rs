@@ -317,6 +317,16 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_key_or_a_key_given_twice_in_an_entry_of_a_list_names_the_entry() {
+        let entry = |name: &str| format!("[[trigger]]\nname = \"{name}\"\nchannels = [\"app\"]\non = {{ kind = \"x\" }}\nconsent = \"m\"\n");
+        let err = parse(&format!("{}{}consent = \"n\"\n", entry("t"), entry("u"))).unwrap_err();
+        assert_eq!((err[0].line, err[0].key.as_str()), (Some(11), "trigger[1].consent"), "{err:?}");
+        let err = parse("[[funnel]]\nname = \"a\"\nsteps = [\"x\"]\nwindow = \"1d\"\n\n[[funnel]]\nname = \"b\"\nsteps = [\"x\"]\n").unwrap_err();
+        assert_eq!((err[0].line, err[0].key.as_str()), (Some(6), "funnel[1]"), "{err:?}");
+        assert!(err[0].message.contains("missing field `window`"), "{err:?}");
+    }
+
+    #[test]
     fn empty_config_is_valid_with_defaults() {
         let loaded = parse("").unwrap();
         assert_eq!(loaded.config.time.allowed_lateness, Dur::from_secs(5));

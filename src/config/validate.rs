@@ -445,8 +445,11 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
     if t.channels.is_empty() {
         f.error(format!("{base}.channels"), "name at least one channel to send on");
     }
-    if t.consent.is_none() {
-        f.warn(format!("{base}.consent"), format!("trigger `{}` names no consent purpose: it is sent whatever the customer answered to consent", t.name));
+    match t.consent.as_deref() {
+        None => f.warn(format!("{base}.consent"), format!("trigger `{}` names no consent purpose: it is sent whatever the customer answered to consent", t.name)),
+        // A consent event's purpose is never empty: no answer could ever hold it back.
+        Some("") => f.error(format!("{base}.consent"), "an empty purpose: name the consent purpose to respect, or leave `consent` out"),
+        Some(_) => {}
     }
     let names: Vec<&str> = t.channels.iter().map(String::as_str).collect();
     check_channels(c, &format!("{base}.channels"), &names, f);
@@ -703,6 +706,9 @@ mod tests {
         assert!(warnings[0].message.contains("`welcome` names no consent purpose"), "{warnings:?}");
         assert_eq!(warnings[0].line, Some(4));
         assert!(about_triggers(&format!("{text}consent = \"marketing\"\n")).is_empty());
+        let e = errors(&format!("{text}consent = \"\"\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("trigger[0].consent: an empty purpose"), "{e:?}");
     }
 
     #[test]
