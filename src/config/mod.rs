@@ -82,28 +82,46 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let (config, mut findings, left_out, text) = read(text);
     let Some(config) = config else {
+        // The sections the reader refused are left out whole, and the
+        // others' checks run on what is left.
+        let refused: Vec<String> = findings.iter().map(|d| section(&d.key).to_owned()).chain(left_out.iter().map(|k| section(k).to_owned())).collect();
+        if let Some((config, text)) = without_sections(&text, &refused) {
+            findings.extend(checked_apart_from(&config, &text, &refused));
+        }
         findings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
         return Err(findings);
     };
-    let mut checked = validate::check(&config);
-    if !left_out.is_empty() {
-        // A line taken out may leave its section incomplete: only the other
-        // sections' findings are sure to be real, and none are when it named
-        // channels or kinds, which the other sections refer to.
-        let sections: Vec<&str> = left_out.iter().map(|k| section(k)).collect();
-        let referred = sections.iter().any(|s| matches!(*s, "channels" | "kinds"));
-        checked.retain(|d| !referred && !sections.contains(&section(&d.key)));
-    }
-    // Lines are found in the text as read (a line left out, e.g. a key given
-    // twice, would keep the original from parsing at all).
-    locate::add_lines(&text, &mut checked);
-    findings.extend(checked);
+    let refused: Vec<String> = left_out.iter().map(|k| section(k).to_owned()).collect();
+    findings.extend(checked_apart_from(&config, &text, &refused));
     if findings.iter().any(|d| d.severity == Severity::Error) {
         findings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
         Err(findings)
     } else {
         Ok(Loaded { config, warnings: findings })
     }
+}
+
+/// The semantic findings of `config` (read from `text`) outside the
+/// `refused` sections, whose lines were taken out: only the other sections'
+/// findings are sure to be real, and none are when channels or kinds were
+/// refused, which the other sections refer to.
+fn checked_apart_from(config: &Config, text: &str, refused: &[String]) -> Vec<Diagnostic> {
+    let mut checked = validate::check(config);
+    let referred = refused.iter().any(|s| matches!(s.as_str(), "channels" | "kinds"));
+    checked.retain(|d| !referred && !refused.iter().any(|s| s == section(&d.key)));
+    // Lines are found in the text as read (a line left out, e.g. a key given
+    // twice, would keep the original from parsing at all).
+    locate::add_lines(text, &mut checked);
+    checked
+}
+
+/// `text` without the lines of the `refused` top-level sections, and the
+/// config it reads as, if it does.
+fn without_sections(text: &str, refused: &[String]) -> Option<(Config, String)> {
+    let kept: Vec<locate::Section> = locate::sections(text)?.into_iter().filter(|s| !refused.contains(&s.key)).collect();
+    let lines = kept.iter().flat_map(|s| s.lines.iter().copied()).collect();
+    let text = locate::Section { key: String::new(), index: None, lines }.alone(text);
+    toml::from_str::<Config>(&text).ok().map(|c| (c, text))
 }
 
 /// Most refusals a config read reports before it stops.
@@ -324,6 +342,17 @@ mod tests {
         let err = parse("[[funnel]]\nname = \"a\"\nsteps = [\"x\"]\nwindow = \"1d\"\n\n[[funnel]]\nname = \"b\"\nsteps = [\"x\"]\n").unwrap_err();
         assert_eq!((err[0].line, err[0].key.as_str()), (Some(6), "funnel[1]"), "{err:?}");
         assert!(err[0].message.contains("missing field `window`"), "{err:?}");
+    }
+
+    #[test]
+    fn the_other_sections_are_still_checked_when_one_cannot_be_read() {
+        let text = "[engine]\nshards = 300\n\n[attribution]\nmodels = [\"linear\", \"nope\"]\n\n[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\"]\ntransitions = [{ from = [\"a\"], to = \"b\", on = { kind = \"x\", min_value = \"big\" } }]\n";
+        let err = parse(text).unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = err.iter().map(|d| (d.line, d.key.as_str())).collect();
+        assert_eq!(found, [(Some(2), "engine.shards"), (Some(5), "attribution.models[1]"), (Some(11), "model[0].transitions[0].on.min_value")], "{err:?}");
+        // Not when channels could not be read: the other sections refer to them.
+        let err = parse(&text.replace("[engine]", "[channels]\napp = \"x\"\n[engine]")).unwrap_err();
+        assert_eq!(err.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["channels.app", "model[0].transitions[0].on.min_value"], "{err:?}");
     }
 
     #[test]
