@@ -364,6 +364,52 @@ async fn what_the_rebuild_applied_is_not_taken_again_when_the_server_sends_it_ag
     assert_eq!(refused, 1, "the refused input was published to journey.dlq once");
 }
 
+/// A run that rebuilt an earlier run's unacknowledged messages (acknowledged
+/// only when the server sends them again, after its 30 s ack wait) and is
+/// stopped before then leaves the ack floor behind what it applied; the next
+/// run's rebuild still publishes nothing again: it goes by the applied mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_restart_within_the_ack_wait_publishes_nothing_again() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let nats = NatsServer::start_jetstream();
+    let js = jetstream_of(&nats).await;
+    create_stream(&js).await;
+    let t = days_ago(1);
+    publish_stored(&js, &signups("u", t, 3)).await;
+    // An earlier run's consumer: all three delivered, none acknowledged.
+    let stream = js.get_stream(STREAM).await.expect("the stream");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("journeyd".into()),
+            filter_subjects: vec!["touch.>".into()],
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .expect("create the consumer");
+    let mut delivered = consumer.fetch().max_messages(3).messages().await.expect("fetch");
+    for _ in 0..3 {
+        delivered.next().await.expect("a message").expect("delivered");
+    }
+    let (seen, collector, watcher) = watch_transitions(&nats).await;
+
+    let second = Service::start(&config(&nats, 1024)).await;
+    publish_stored(&js, &signups("v", t + HOUR, 3)).await;
+    second.wait_applied(6).await;
+    second.stop().await;
+    assert_eq!(consumer_info(&js).await.ack_floor.stream_sequence, 0, "precondition: the floor is behind");
+
+    let third = Service::start(&config(&nats, 1024)).await;
+    third.wait_applied(6).await;
+    third.stop().await;
+    watcher.flush().await.expect("flush");
+    collector.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "a transition published twice: {seen:?}");
+}
+
 /// The consumer `journeyd` of `TOUCH`, as the server has it now.
 async fn consumer_info(js: &async_nats::jetstream::Context) -> async_nats::jetstream::consumer::Info {
     let mut c: async_nats::jetstream::consumer::PullConsumer = js.get_consumer_from_stream("journeyd", STREAM).await.expect("the consumer");

@@ -446,7 +446,9 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
         f.error(format!("{base}.channels"), "name at least one channel to send on");
     }
     match t.consent.as_deref() {
-        None => f.warn(format!("{base}.consent"), format!("trigger `{}` names no consent purpose: it is sent whatever the customer answered to consent", t.name)),
+        None => {
+            f.warn(format!("{base}.consent"), format!("trigger `{}` names no consent purpose: it is sent whatever the customer answered to consent", t.name))
+        }
         // A consent event's purpose is never empty: no answer could ever hold it back.
         Some("") => f.error(format!("{base}.consent"), "an empty purpose: name the consent purpose to respect, or leave `consent` out"),
         Some(_) => {}

@@ -4,6 +4,14 @@
 //! bucket beside the stream, with the stream position it came after, and the
 //! rebuild forgets the customer again at that position (later events with
 //! the same ids still start a new customer, as they did live).
+//!
+//! The bucket also keeps the applied mark: the stream position up to which
+//! every message the consumer was delivered has been applied, with its
+//! output published. The server's ack floor lags behind it after a restart
+//! (what the rebuild applied of an earlier run's unacknowledged messages is
+//! acknowledged only when the server sends it again, after its ack wait), and
+//! a rebuild that trusted the floor alone would publish everything after it
+//! again.
 
 use crate::config::JetStreamConfig;
 use anyhow::Context;
@@ -19,6 +27,9 @@ pub struct Forget {
     pub id_type: Option<String>,
     pub id: String,
 }
+
+/// The key of the applied mark (forgets' keys start with their position).
+const APPLIED: &str = "applied";
 
 pub struct ForgetLog {
     store: kv::Store,
@@ -48,6 +59,20 @@ impl ForgetLog {
         context.get_key_value(Self::bucket(js)).await.ok().map(|store| ForgetLog { store })
     }
 
+    /// Records the applied mark of the consumer created at `created` (ns
+    /// since the epoch: a consumer made anew starts over).
+    pub async fn record_applied(&self, seq: u64, created: i128) -> anyhow::Result<()> {
+        self.store.put(APPLIED, format!("{seq} {created}").into()).await.context("recording the applied mark")?;
+        Ok(())
+    }
+
+    /// The applied mark recorded for the consumer created at `created`, if any.
+    pub async fn applied(&self, created: i128) -> Option<u64> {
+        let value = self.store.get(APPLIED).await.ok().flatten()?;
+        let (seq, at) = std::str::from_utf8(&value).ok()?.split_once(' ')?;
+        (at.parse::<i128>().ok()? == created).then(|| seq.parse().ok()).flatten()
+    }
+
     pub async fn record(&self, f: &Forget) -> anyhow::Result<()> {
         let mut h = rustc_hash::FxHasher::default();
         (&f.id_type, &f.id).hash(&mut h);
@@ -63,6 +88,9 @@ impl ForgetLog {
         let mut all = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.context("listing recorded forgets")?;
+            if key == APPLIED {
+                continue;
+            }
             if let Some(value) = self.store.get(&key).await.with_context(|| format!("reading recorded forget {key}"))? {
                 all.push(serde_json::from_slice::<Forget>(&value).with_context(|| format!("recorded forget {key} is not one"))?);
             }

@@ -57,8 +57,17 @@ pub struct JetStreamInput {
     /// what an earlier run was delivered and did not acknowledge, and what
     /// the rebuild applied of it is only acknowledged, not taken again.
     rebuilt_through: u64,
-    /// Where forgets are recorded, so that a rebuild makes them again.
+    /// Where forgets are recorded, so that a rebuild makes them again, and
+    /// the applied mark (see [`super::forgotten`]).
     forgets: Option<ForgetLog>,
+    /// Every message delivered up to this stream sequence is applied, with its output.
+    applied: u64,
+    /// A burst was lost: the applied mark stays where it was.
+    gap: bool,
+    /// The applied mark last recorded, and when.
+    recorded: (u64, std::time::Instant),
+    /// When the consumer was created (ns since the epoch), to tell its mark from another's.
+    created: i128,
 }
 
 impl Input {
@@ -115,6 +124,7 @@ impl Input {
     pub async fn ack_applied(&mut self) {
         if let Input::JetStream(js) = self {
             js.ack_applied().await;
+            js.record_applied(false).await;
         }
     }
 
@@ -141,6 +151,7 @@ impl Input {
             );
         }
         js.ack_applied().await;
+        js.record_applied(true).await;
     }
 
     /// For a JetStream input, a task that keeps `gauge` at the consumer's lag
@@ -266,7 +277,8 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, r
     };
     tracing::info!(stream = %js.stream, consumer = %js.consumer, "consuming from JetStream");
     let start = consumer.cached_info().ack_floor.stream_sequence;
-    Ok(Input::JetStream(Box::new(JetStreamInput {
+    let created = consumer.cached_info().created.unix_timestamp_nanos();
+    let mut input = Box::new(JetStreamInput {
         client: client.clone(),
         context,
         consumer,
@@ -277,7 +289,14 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, r
         start,
         rebuilt_through,
         forgets,
-    })))
+        applied: start.max(rebuilt_through),
+        gap: false,
+        recorded: (start, std::time::Instant::now()),
+        created,
+    });
+    // What the rebuild applied past the ack floor is not to be published again.
+    input.record_applied(true).await;
+    Ok(Input::JetStream(input))
 }
 
 impl JetStreamInput {
@@ -341,7 +360,13 @@ impl JetStreamInput {
             let Some(burst) = self.in_flight.pop_front() else { return };
             if burst.lost {
                 tracing::error!(messages = burst.acks.len(), "a shard worker is gone: its messages are left unacknowledged, for the next run");
+                self.gap = true;
                 continue;
+            }
+            if !self.gap {
+                // Delivered in stream order (what is sent again is below the mark already).
+                let last = burst.acks.last().and_then(|reply| sequence_of(&self.context, reply));
+                self.applied = self.applied.max(last.unwrap_or(0));
             }
             for reply in burst.acks {
                 if let Err(e) = self.ack(reply).await {
@@ -351,6 +376,25 @@ impl JetStreamInput {
         }
     }
 }
+
+impl JetStreamInput {
+    /// Records the applied mark if it moved, at most once a second unless `now`.
+    async fn record_applied(&mut self, now: bool) {
+        let (mark, at) = self.recorded;
+        if self.applied <= mark || !(now || at.elapsed() >= RECORD_APPLIED) {
+            return;
+        }
+        let Some(log) = &self.forgets else { return };
+        match tokio::time::timeout(RECORD_APPLIED, log.record_applied(self.applied, self.created)).await {
+            Ok(Ok(())) => self.recorded = (self.applied, std::time::Instant::now()),
+            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "a restart may publish again the output of what this run applied"),
+            Err(_) => tracing::warn!("NATS did not store the applied mark in time: a restart may publish again the output of what this run applied"),
+        }
+    }
+}
+
+/// How often the applied mark is recorded, at most (and how long that may take).
+const RECORD_APPLIED: Duration = Duration::from_secs(1);
 
 /// Messages handed to the shards in one go, acknowledged once they are applied.
 struct Burst {

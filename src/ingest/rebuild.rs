@@ -100,10 +100,18 @@ pub async fn rebuild(
         .messages()
         .await
         .context("reading the stream to rebuild from")?;
-    let forgets = match ForgetLog::existing(&context, js).await {
+    let log = ForgetLog::existing(&context, js).await;
+    let forgets = match &log {
         Some(log) => log.all().await.context("reading the recorded forgets")?,
         None => Vec::new(),
     };
+    // Applied, with output, by an earlier run even where not acknowledged yet.
+    let created = info.created.unix_timestamp_nanos();
+    let applied = match &log {
+        Some(log) => log.applied(created).await.unwrap_or(0).min(through),
+        None => 0,
+    };
+    let acknowledged = acknowledged.max(applied);
     tracing::info!(stream = %js.stream, consumer = %js.consumer, acknowledged, through, forgets = forgets.len(), "rebuilding customer state from the stream");
     let started = Instant::now();
     let mut progress = started;
