@@ -104,6 +104,13 @@ impl Router {
 
     /// Takes one input through decode, dedup, lateness and identity, and queues it.
     pub async fn ingest(&mut self, payload: &[u8], subject: Option<&str>, received: Instant, now_ms: i64) -> Outcome {
+        self.ingest_delivered(payload, subject, received, now_ms, false).await
+    }
+
+    /// [`Router::ingest`] of a message the input may have delivered before
+    /// (`again`: JetStream sent it again after its ack was lost); as a
+    /// duplicate, such a one is not counted again.
+    pub async fn ingest_delivered(&mut self, payload: &[u8], subject: Option<&str>, received: Instant, now_ms: i64, again: bool) -> Outcome {
         let cfg = &self.plan.config;
         let cx = DecodeContext {
             catalog: &self.plan.catalog,
@@ -120,7 +127,9 @@ impl Router {
         };
         let dedup_key = Dedup::key(&d.id);
         if self.dedup.contains(dedup_key) {
-            self.metrics.duplicates.inc();
+            if !again {
+                self.metrics.duplicates.inc();
+            }
             return Outcome::Duplicate;
         }
         if self.watermark.is_late(d.ts) {
@@ -322,6 +331,23 @@ mod tests {
         router.on_idle(Instant::now() + hour, wall).await;
         assert_eq!(router.watermark(), wall - 15_000);
         assert!(matches!(router.ingest(event("e2", old + 1).as_bytes(), None, Instant::now(), wall).await, Outcome::Late));
+        engine.shutdown(router).await;
+    }
+
+    #[tokio::test]
+    async fn a_message_delivered_again_is_not_counted_as_a_duplicate_again() {
+        let plan = Arc::new(Plan::new(crate::config::parse("").expect("config").config));
+        let metrics = Arc::new(Metrics::new(&plan));
+        let (engine, mut router) = Engine::start(plan, metrics.clone(), Arc::new(LatencyHub::default()), Sink::Discard);
+        let wall = 1_800_000_000_000_i64;
+        let e = event("e1", wall - 1000);
+        assert!(matches!(router.ingest(e.as_bytes(), None, Instant::now(), wall).await, Outcome::Accepted));
+        // JetStream sent it again: its first delivery's ack was lost.
+        assert!(matches!(router.ingest_delivered(e.as_bytes(), None, Instant::now(), wall, true).await, Outcome::Duplicate));
+        assert_eq!(metrics.duplicates.get(), 0);
+        // Published twice by the producer: a duplicate.
+        assert!(matches!(router.ingest(e.as_bytes(), None, Instant::now(), wall).await, Outcome::Duplicate));
+        assert_eq!(metrics.duplicates.get(), 1);
         engine.shutdown(router).await;
     }
 }

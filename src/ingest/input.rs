@@ -70,21 +70,30 @@ pub struct JetStreamInput {
     created: i128,
 }
 
+/// A message taken from the input.
+pub struct Taken {
+    pub msg: Message,
+    /// The time (ms) its event is judged against (`max_future_skew`): the
+    /// wall clock for core NATS; for JetStream, when the stream stored it (as
+    /// a rebuild judges it, so that an event published while journeyd was
+    /// down is not let in by the clock of its late delivery).
+    pub now_ms: i64,
+    /// JetStream delivered it before (its ack was lost, e.g. in a NATS
+    /// server restart): as a duplicate it is not counted again.
+    pub again: bool,
+}
+
 impl Input {
-    /// The next message, with the time (ms) its event is judged against
-    /// (`max_future_skew`): the wall clock for core NATS; for JetStream, when
-    /// the stream stored it (as a rebuild judges it, so that an event
-    /// published while journeyd was down is not let in by the clock of its
-    /// late delivery). `None` when the input has ended.
-    pub async fn next(&mut self) -> Option<(Message, i64)> {
+    /// The next message; `None` when the input has ended.
+    pub async fn next(&mut self) -> Option<Taken> {
         match self {
-            Input::Core(subs) => subs.next().await.map(|m| (m, super::nats::wall_ms())),
+            Input::Core(subs) => subs.next().await.map(|msg| Taken { msg, now_ms: super::nats::wall_ms(), again: false }),
             Input::JetStream(js) => js.next().await,
         }
     }
 
     /// A message that is already buffered, without waiting.
-    pub fn try_next(&mut self) -> Option<(Message, i64)> {
+    pub fn try_next(&mut self) -> Option<Taken> {
         self.next().now_or_never().flatten()
     }
 
@@ -305,13 +314,13 @@ impl JetStreamInput {
         self.client.publish(reply, bytes::Bytes::from_static(b"+ACK")).await
     }
 
-    /// The next message and when the stream stored it (ms).
-    async fn next(&mut self) -> Option<(Message, i64)> {
+    /// The next message, judged by when the stream stored it.
+    async fn next(&mut self) -> Option<Taken> {
         loop {
             match self.messages.next().await? {
                 Ok(m) => {
-                    let info = m.info().ok().map(|i| (i.stream_sequence, stored_ms(&i)));
-                    if let (Some((seq, _)), Some(reply)) = (info, &m.message.reply) {
+                    let info = m.info().ok().map(|i| (i.stream_sequence, stored_ms(&i), i.delivered > 1));
+                    if let (Some((seq, _, _)), Some(reply)) = (info, &m.message.reply) {
                         if seq <= self.rebuilt_through {
                             // Applied, with its output, by the rebuild: only the ack is owed.
                             if let Err(e) = self.ack(reply.clone()).await {
@@ -320,9 +329,9 @@ impl JetStreamInput {
                             continue;
                         }
                     }
-                    let stored = info.map_or_else(super::nats::wall_ms, |(_, stored)| stored);
+                    let (now_ms, again) = info.map_or_else(|| (super::nats::wall_ms(), false), |(_, stored, again)| (stored, again));
                     self.unacked.extend(m.message.reply.clone());
-                    return Some((m.message, stored));
+                    return Some(Taken { msg: m.message, now_ms, again });
                 }
                 // Heartbeats missed during a reconnect and the like: the
                 // stream recovers by itself; back off so as not to spin.

@@ -3,7 +3,7 @@
 //! with events. Bad input goes to `journey.dlq`, late input to `journey.late`,
 //! each with the original bytes and a `Journey-Reason` header.
 
-use super::input::Input;
+use super::input::{Input, Taken};
 use crate::catalog::IdTypeId;
 use crate::config::NatsConfig;
 use crate::emit::{DETAIL_HEADER, DLQ_SUBJECT, LATE_SUBJECT, REASON_HEADER, TRUNCATED_HEADER};
@@ -160,9 +160,10 @@ fn header_bytes(h: &HeaderMap) -> usize {
 
 /// Takes one input: applies it, or publishes it aside (DLQ, late). `now_ms`
 /// is the wall clock it is judged against (`max_future_skew`).
-pub(crate) async fn handle(client: &Client, router: &mut Router, msg: async_nats::Message, now_ms: i64) {
+pub(crate) async fn handle(client: &Client, router: &mut Router, taken: Taken) {
+    let Taken { msg, now_ms, again } = taken;
     let received = Instant::now();
-    match router.ingest(&msg.payload, Some(msg.subject.as_str()), received, now_ms).await {
+    match router.ingest_delivered(&msg.payload, Some(msg.subject.as_str()), received, now_ms, again).await {
         Outcome::Accepted | Outcome::Duplicate => {}
         Outcome::Rejected(r) => {
             tracing::debug!(reason = r.reason.as_str(), detail = %r.detail, subject = %msg.subject, "event refused to the DLQ");
@@ -202,13 +203,13 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
             _ = shutdown.cancelled() => break,
             Some(c) = control_rx.recv() => control(router, &mut input, c).await,
             msg = input.next() => {
-                let Some((msg, now)) = msg else { break };
+                let Some(msg) = msg else { break };
                 let taken = async {
-                    handle(client, router, msg, now).await;
+                    handle(client, router, msg).await;
                     // Take what is already buffered, without waiting, then flush partial batches.
                     for _ in 1..burst {
                         match input.try_next() {
-                            Some((m, now)) => handle(client, router, m, now).await,
+                            Some(m) => handle(client, router, m).await,
                             None => break,
                         }
                     }
@@ -241,7 +242,7 @@ pub async fn run(client: &Client, router: &mut Router, mut input: Input, mut con
     tracing::info!("draining the input");
     let drain = async {
         for msg in input.stop(client, tokio::time::Instant::now() + Duration::from_secs(10)).await {
-            handle(client, router, msg, wall_ms()).await;
+            handle(client, router, Taken { msg, now_ms: wall_ms(), again: false }).await;
         }
         commit(router, &mut input).await;
         input.finish(Duration::from_secs(10)).await;

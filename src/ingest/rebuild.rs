@@ -162,7 +162,7 @@ pub async fn rebuild(
             // Refused and late inputs went aside when first taken; only the router's state matters now.
             let _ = router.ingest(&m.message.payload, Some(m.message.subject.as_str()), Instant::now(), stored_ms).await;
         } else {
-            super::nats::handle(client, router, m.message, stored_ms).await;
+            super::nats::handle(client, router, super::input::Taken { msg: m.message, now_ms: stored_ms, again: false }).await;
             done.unacknowledged += 1;
         }
         done.events += 1;
