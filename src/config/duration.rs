@@ -27,6 +27,9 @@ impl Dur {
         if text == "0" {
             return Ok(Dur(0));
         }
+        if text.starts_with('-') {
+            return Err(format!("invalid duration `{text}`: durations are not negative"));
+        }
         let d = humantime::parse_duration(text).map_err(|e| format!("invalid duration `{text}`: {e} (write e.g. \"5s\", \"30m\", \"90d\")"))?;
         i64::try_from(d.as_millis()).map(Dur).map_err(|_| format!("duration `{text}` is too large"))
     }

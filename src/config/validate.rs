@@ -57,6 +57,17 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
             );
         }
     }
+    // Channels and kinds are subject tokens (`touch.<channel>.<kind>`) and labels.
+    for name in c.channels.keys() {
+        if let Some(why) = token_problem(name) {
+            f.error(format!("channels.{name}"), format!("`{name}` cannot be a channel: {why}"));
+        }
+    }
+    for (i, name) in c.kinds.iter().enumerate() {
+        if let Some(why) = token_problem(name) {
+            f.error(format!("kinds[{i}]"), format!("`{name}` cannot be a kind: {why}"));
+        }
+    }
     let mut names = HashSet::new();
     for (i, m) in c.models.iter().enumerate() {
         if !names.insert(m.name.as_str()) {
@@ -195,6 +206,17 @@ fn check_nats(c: &Config, f: &mut Findings) {
     }
 }
 
+/// Why `name` cannot be one token of a subject, if it cannot.
+fn token_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.chars().any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>')) {
+        Some("no white space, `.`, `*` or `>` (it is a token of the subject touch.<channel>.<kind>)")
+    } else {
+        None
+    }
+}
+
 /// What makes a subject pattern's tokens invalid for NATS, if anything.
 fn subject_problem(tokens: &[&str]) -> Option<&'static str> {
     if tokens.iter().any(|t| t.is_empty()) {
@@ -322,7 +344,16 @@ fn check_model(c: &Config, i: usize, m: &ModelConfig, f: &mut Findings) {
     if let Some(order) = &m.merge_order {
         let set: BTreeSet<&str> = order.iter().map(String::as_str).collect();
         if set.len() != order.len() || set != stages.iter().copied().collect::<BTreeSet<_>>() {
-            f.error(format!("{base}.merge_order"), "must list every stage exactly once");
+            let missing: Vec<&str> = m.stages.iter().map(String::as_str).filter(|s| !set.contains(s)).collect();
+            let unknown: Vec<&str> = set.iter().copied().filter(|s| !stages.contains(s)).collect();
+            let twice: BTreeSet<&str> = order.iter().enumerate().filter(|(i, s)| order[..*i].contains(s)).map(|(_, s)| s.as_str()).collect();
+            let mut what = Vec::new();
+            for (label, list) in [("missing", missing), ("not a stage", unknown), ("listed twice", twice.into_iter().collect())] {
+                if !list.is_empty() {
+                    what.push(format!("{label}: {}", list.join(", ")));
+                }
+            }
+            f.error(format!("{base}.merge_order"), format!("must list every stage exactly once ({})", what.join("; ")));
         }
     }
     for (j, t) in m.transitions.iter().enumerate() {
@@ -456,8 +487,11 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
     let names: Vec<&str> = t.channels.iter().map(String::as_str).collect();
     check_channels(c, &format!("{base}.channels"), &names, f);
     if let Some(cap) = &t.cap {
-        if cap.max == 0 || cap.per.millis() <= 0 {
-            f.error(format!("{base}.cap"), "max and per must be positive");
+        if cap.max == 0 {
+            f.error(format!("{base}.cap.max"), "must be positive");
+        }
+        if cap.per.millis() <= 0 {
+            f.error(format!("{base}.cap.per"), "must be positive");
         }
     }
     if let Some(q) = &t.quiet_hours {
@@ -512,6 +546,29 @@ mod tests {
         let e = errors(MODEL);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("line 7: error: model[0].transitions[1].to: unknown stage `zz`"), "{e:?}");
+    }
+
+    #[test]
+    fn channels_and_kinds_that_cannot_be_subject_tokens_are_refused() {
+        let e = errors("kinds = [\"ok\", \"\", \"a b\"]\n[channels]\n\"web.h5\" = \"tech\"\n\"*\" = \"low\"\napp = \"tech\"\n");
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].starts_with("line 1: error: kinds[1]: `` cannot be a kind: it is empty"), "{e:?}");
+        assert!(e[1].starts_with("line 1: error: kinds[2]: `a b` cannot be a kind"), "{e:?}");
+        assert!(e.iter().any(|l| l.contains("channels.web.h5: `web.h5` cannot be a channel")), "{e:?}");
+        assert!(e.iter().any(|l| l.contains("channels.*: `*` cannot be a channel")), "{e:?}");
+    }
+
+    #[test]
+    fn merge_order_and_cap_mistakes_say_which() {
+        let model = "[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\", \"b\", \"c\"]\ntransitions = [{ from = [\"a\"], to = \"b\", on = { kind = \"x\" } }, { from = [\"b\"], to = \"c\", on = { kind = \"x\" } }]\n";
+        let e = errors(&format!("{model}merge_order = [\"a\", \"a\", \"z\"]\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].ends_with("must list every stage exactly once (missing: b, c; not a stage: z; listed twice: a)"), "{e:?}");
+        let e = errors("[channels]\napp = \"tech\"\n[[trigger]]\nname = \"t\"\non = { kind = \"x\" }\nchannels = [\"app\"]\nconsent = \"m\"\ncap = { max = 0, per = \"1d\" }\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("trigger[0].cap.max: must be positive"), "{e:?}");
+        let e = errors("[time]\nallowed_lateness = \"-1s\"\n");
+        assert!(e[0].contains("durations are not negative"), "{e:?}");
     }
 
     #[test]
