@@ -100,6 +100,30 @@ async fn sim_out_writes_ndjson_and_the_truth() {
     assert_eq!(engine_answer(&summary), written);
 }
 
+/// Mistakes in `sim`'s arguments are told at once, before any traffic is generated.
+#[tokio::test]
+async fn sim_refuses_a_bad_verify_address_or_output_path_up_front() {
+    let (path, _) = example("retail.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: Option<std::path::PathBuf>, verify: Option<&str>| SimArgs {
+        config: path.clone(),
+        customers: 10,
+        rate: 0.0,
+        duration: None,
+        seed: 1,
+        nats_url: None,
+        jetstream: false,
+        out,
+        verify: verify.map(str::to_string),
+        verify_timeout: std::time::Duration::from_secs(30),
+        truth: None,
+    };
+    let err = |a| async move { format!("{:#}", journeyd::sim::run(a).await.expect_err("refused")) };
+    assert!(err(args(None, Some("not-a-url"))).await.contains("only http:// URLs"));
+    assert!(err(args(Some(dir.path().to_path_buf()), None)).await.contains("is a directory"));
+    assert!(err(args(Some(dir.path().join("no/such/x.ndjson")), None)).await.contains("no such directory"));
+}
+
 /// A config that packs the tricky parts into a few ids and days: two chained
 /// inactivity durations, `count` windows with `min_value`, a channel rule, a
 /// `merge_order` unlike `stages`, one user id per customer, groups of four ids

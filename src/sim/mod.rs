@@ -125,6 +125,15 @@ pub async fn run(args: SimArgs) -> anyhow::Result<i32> {
         eprintln!("{}: {w}", args.config.display());
     }
     let cfg = loaded.config;
+    // Mistakes in the arguments are told before the traffic is generated.
+    if let Some(url) = &args.verify {
+        anyhow::ensure!(url.starts_with("http://"), "--verify {url}: give journeyd's HTTP address, e.g. http://127.0.0.1:9464 (only http:// URLs)");
+    }
+    for path in [&args.out, &args.truth].into_iter().flatten() {
+        anyhow::ensure!(!path.is_dir(), "{}: is a directory; give a file to write", path.display());
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        anyhow::ensure!(parent.is_none_or(|p| p.is_dir()), "{}: no such directory to write in", path.display());
+    }
     let start_ms = chrono::Utc::now().timestamp_millis();
     let (customers, seed) = (args.customers, args.seed);
     let gen_cfg = cfg.clone();
