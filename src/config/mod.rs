@@ -93,6 +93,7 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     };
     let refused: Vec<String> = left_out.iter().map(|k| section(k).to_owned()).collect();
     findings.extend(checked_apart_from(&config, &text, &refused));
+    findings.extend(lists_for_tables(&text));
     if findings.iter().any(|d| d.severity == Severity::Error) {
         findings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
         Err(findings)
@@ -113,6 +114,20 @@ fn checked_apart_from(config: &Config, text: &str, refused: &[String]) -> Vec<Di
     // twice, would keep the original from parsing at all).
     locate::add_lines(text, &mut checked);
     checked
+}
+
+/// The sections that are tables written as lists (`time = ["1s"]`), which
+/// the reader would take field by field, in order.
+fn lists_for_tables(text: &str) -> Vec<Diagnostic> {
+    const TABLES: [&str; 9] = ["nats", "http", "time", "limits", "identity", "engine", "channels", "attribution", "segments"];
+    let Ok(table) = text.parse::<toml::Table>() else { return Vec::new() };
+    let mut found: Vec<Diagnostic> = TABLES
+        .iter()
+        .filter(|k| table.get(**k).is_some_and(toml::Value::is_array))
+        .map(|k| Diagnostic { severity: Severity::Error, key: (*k).into(), line: None, message: format!("must be a table (`[{k}]`), not a list") })
+        .collect();
+    locate::add_lines(text, &mut found);
+    found
 }
 
 /// `text` without the lines of the `refused` top-level sections, and the
@@ -227,6 +242,12 @@ fn syntax_diagnostic(text: &str, e: &toml::de::Error) -> Diagnostic {
     let line = e.span().map(|s| locate::line_of(text, s.start));
     let key = e.span().and_then(|s| locate::path_at(text, s.start).or_else(|| locate::key_at(text, s.start))).unwrap_or_else(|| "(syntax)".into());
     let mut message = e.message().trim().to_string();
+    // The reader names the schema's types: `expected struct MatchConfig`.
+    if let Some(at) = message.find("expected struct ") {
+        let rest = &message[at + "expected struct ".len()..];
+        let end = rest.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(rest.len());
+        message = format!("{}expected a table{}", &message[..at], &rest[end..]);
+    }
     // `[model]` for `[[model]]`: say how a list of tables is written.
     let single_header = |l: &str| l.trim_start().starts_with('[') && !l.trim_start().starts_with("[[");
     if message.ends_with("expected a sequence") && line.and_then(|l| text.lines().nth(l - 1)).is_some_and(single_header) {
@@ -353,6 +374,15 @@ mod tests {
         // Not when channels could not be read: the other sections refer to them.
         let err = parse(&text.replace("[engine]", "[channels]\napp = \"x\"\n[engine]")).unwrap_err();
         assert_eq!(err.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), ["channels.app", "model[0].transitions[0].on.min_value"], "{err:?}");
+    }
+
+    #[test]
+    fn a_section_written_as_a_list_is_refused_and_no_type_name_shows() {
+        let err = parse("kinds = [\"x\"]\nhttp = []\ntime = [\"1s\"]\n").unwrap_err();
+        let found: Vec<String> = err.iter().filter(|d| d.severity == Severity::Error).map(|d| d.to_string()).collect();
+        assert_eq!(found, ["line 2: error: http: must be a table (`[http]`), not a list", "line 3: error: time: must be a table (`[time]`), not a list"]);
+        let err = parse("[[model]]\nname = \"m\"\ninitial = \"a\"\nstages = [\"a\"]\ntransitions = [{ from = [\"a\"], to = \"a\", on = 5 }]\n").unwrap_err();
+        assert_eq!(err[0].message, "invalid type: integer `5`, expected a table", "{err:?}");
     }
 
     #[test]
