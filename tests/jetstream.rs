@@ -316,7 +316,6 @@ async fn untaken_events_of_a_stopped_run_are_applied_in_order_and_survive_a_quic
 /// refusal published or counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_rebuild_applied_is_not_taken_again_when_the_server_sends_it_again() {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
     use futures::StreamExt;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
@@ -325,21 +324,7 @@ async fn what_the_rebuild_applied_is_not_taken_again_when_the_server_sends_it_ag
     publish_stored(&js, &signups("u", t, 3)).await;
     js.publish("touch.app.view", "not json".into()).await.expect("publish").await.expect("stored");
     // An earlier run's consumer: all four delivered, none acknowledged.
-    let stream = js.get_stream(STREAM).await.expect("the stream");
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("journeyd".into()),
-            filter_subjects: vec!["touch.>".into()],
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: std::time::Duration::from_secs(1),
-            ..Default::default()
-        })
-        .await
-        .expect("create the consumer");
-    let mut delivered = consumer.fetch().max_messages(4).messages().await.expect("fetch");
-    for _ in 0..4 {
-        delivered.next().await.expect("a message").expect("delivered");
-    }
+    delivered_unacknowledged(&js, 4, std::time::Duration::from_secs(1)).await;
     let dlq = nats.connect().await;
     let mut dead = dlq.subscribe("journey.dlq").await.expect("subscribe journey.dlq");
     dlq.flush().await.expect("flush");
@@ -370,28 +355,13 @@ async fn what_the_rebuild_applied_is_not_taken_again_when_the_server_sends_it_ag
 /// run's rebuild still publishes nothing again: it goes by the applied mark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_restart_within_the_ack_wait_publishes_nothing_again() {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
-    use futures::StreamExt;
     let nats = NatsServer::start_jetstream();
     let js = jetstream_of(&nats).await;
     create_stream(&js).await;
     let t = days_ago(1);
     publish_stored(&js, &signups("u", t, 3)).await;
-    // An earlier run's consumer: all three delivered, none acknowledged.
-    let stream = js.get_stream(STREAM).await.expect("the stream");
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("journeyd".into()),
-            filter_subjects: vec!["touch.>".into()],
-            ack_policy: AckPolicy::Explicit,
-            ..Default::default()
-        })
-        .await
-        .expect("create the consumer");
-    let mut delivered = consumer.fetch().max_messages(3).messages().await.expect("fetch");
-    for _ in 0..3 {
-        delivered.next().await.expect("a message").expect("delivered");
-    }
+    // An earlier run's consumer: all three delivered, none acknowledged (30 s ack wait).
+    delivered_unacknowledged(&js, 3, std::time::Duration::from_secs(30)).await;
     let (seen, collector, watcher) = watch_transitions(&nats).await;
 
     let second = Service::start(&config(&nats, 1024)).await;
@@ -408,6 +378,28 @@ async fn a_second_restart_within_the_ack_wait_publishes_nothing_again() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "a transition published twice: {seen:?}");
+}
+
+/// Creates the consumer `journeyd` as an earlier run would have, and has the
+/// first `n` messages of the stream delivered to it and never acknowledged.
+async fn delivered_unacknowledged(js: &async_nats::jetstream::Context, n: usize, ack_wait: std::time::Duration) {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    let stream = js.get_stream(STREAM).await.expect("the stream");
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("journeyd".into()),
+            filter_subjects: vec!["touch.>".into()],
+            ack_policy: AckPolicy::Explicit,
+            ack_wait,
+            ..Default::default()
+        })
+        .await
+        .expect("create the consumer");
+    let mut delivered = consumer.fetch().max_messages(n).messages().await.expect("fetch");
+    for _ in 0..n {
+        delivered.next().await.expect("a message").expect("delivered");
+    }
 }
 
 /// The consumer `journeyd` of `TOUCH`, as the server has it now.
