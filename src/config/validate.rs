@@ -402,6 +402,9 @@ fn check_funnel(c: &Config, i: usize, fun: &FunnelConfig, f: &mut Findings) {
     if fun.window.millis() <= 0 {
         f.error(format!("{base}.window"), "must be positive");
     }
+    if let Some(k) = fun.exclusions.iter().position(|x| x == "*") {
+        f.warn(format!("{base}.exclusions[{k}]"), "`*`: every event ends an open attempt, so none gets past its first step");
+    }
     let mut labels = HashSet::new();
     for (j, s) in fun.steps.iter().enumerate() {
         let key = format!("{base}.steps[{j}]");
@@ -413,6 +416,9 @@ fn check_funnel(c: &Config, i: usize, fun: &FunnelConfig, f: &mut Findings) {
                 }
                 if t.within.is_some_and(|w| w.millis() <= 0) {
                     f.error(format!("{key}.within"), "must be positive");
+                }
+                if j == 0 && t.within.is_some() {
+                    f.warn(format!("{key}.within"), "the first step has no previous step: `within` on it is never checked");
                 }
                 t.name.clone().unwrap_or_else(|| t.kind.names().join("|"))
             }
@@ -503,6 +509,9 @@ fn check_trigger(c: &Config, i: usize, t: &TriggerConfig, f: &mut Findings) {
         if parse_utc_offset(&q.utc_offset).is_none() {
             f.error(format!("{base}.quiet_hours.utc_offset"), format!("`{}` is not an offset like +08:00", q.utc_offset));
         }
+        if parse_hhmm(&q.from).is_some() && parse_hhmm(&q.from) == parse_hhmm(&q.to) {
+            f.warn(format!("{base}.quiet_hours"), "`from` and `to` are the same time: no hour is quiet");
+        }
     }
 }
 
@@ -556,6 +565,21 @@ mod tests {
         assert!(e[1].starts_with("line 1: error: kinds[2]: `a b` cannot be a kind"), "{e:?}");
         assert!(e.iter().any(|l| l.contains("channels.web.h5: `web.h5` cannot be a channel")), "{e:?}");
         assert!(e.iter().any(|l| l.contains("channels.*: `*` cannot be a channel")), "{e:?}");
+    }
+
+    #[test]
+    fn settings_that_can_never_act_are_warned_about() {
+        let text = "[[funnel]]\nname = \"f\"\nwindow = \"1d\"\nsteps = [{ kind = \"a\", within = \"1h\" }, \"b\"]\nexclusions = [\"*\"]\n\n[[trigger]]\nname = \"t\"\non = { kind = \"x\" }\nchannels = [\"push\"]\nconsent = \"m\"\nquiet_hours = { from = \"22:00\", to = \"22:00\", utc_offset = \"+08:00\" }\n";
+        let mut w: Vec<String> = parse(text).expect("valid").warnings.iter().filter(|d| d.key != "model").map(|d| d.to_string()).collect();
+        w.sort();
+        assert_eq!(
+            w,
+            [
+                "line 12: warning: trigger[0].quiet_hours: `from` and `to` are the same time: no hour is quiet",
+                "line 4: warning: funnel[0].steps[0].within: the first step has no previous step: `within` on it is never checked",
+                "line 5: warning: funnel[0].exclusions[0]: `*`: every event ends an open attempt, so none gets past its first step"
+            ]
+        );
     }
 
     #[test]
