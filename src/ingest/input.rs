@@ -62,8 +62,10 @@ pub struct JetStreamInput {
     forgets: Option<ForgetLog>,
     /// Every message delivered up to this stream sequence is applied, with its output.
     applied: u64,
-    /// A burst was lost: the applied mark stays where it was.
+    /// A burst was lost, or a delivery never reached journeyd (see
+    /// [`Deliveries`]): the applied mark stays where it was.
     gap: bool,
+    deliveries: Deliveries,
     /// The applied mark last recorded, and when.
     recorded: (u64, std::time::Instant),
     /// When the consumer was created (ns since the epoch), to tell its mark from another's.
@@ -287,6 +289,7 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, r
     tracing::info!(stream = %js.stream, consumer = %js.consumer, "consuming from JetStream");
     let start = consumer.cached_info().ack_floor.stream_sequence;
     let created = consumer.cached_info().created.unix_timestamp_nanos();
+    let delivered = consumer.cached_info().delivered.consumer_sequence;
     let mut input = Box::new(JetStreamInput {
         client: client.clone(),
         context,
@@ -300,6 +303,7 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, r
         forgets,
         applied: start.max(rebuilt_through),
         gap: false,
+        deliveries: Deliveries { last: delivered, lost: false },
         recorded: (start, std::time::Instant::now()),
         created,
     });
@@ -320,6 +324,15 @@ impl JetStreamInput {
             match self.messages.next().await? {
                 Ok(m) => {
                     let info = m.info().ok().map(|i| (i.stream_sequence, stored_ms(&i), i.delivered > 1));
+                    if let Ok(i) = m.info() {
+                        if self.deliveries.saw(i.consumer_sequence) && !self.gap {
+                            self.gap = true;
+                            tracing::warn!(
+                                "a JetStream delivery did not reach journeyd (lost in a reconnection?): the server sends it again after its ack wait; \
+                                 until then a restart publishes again what this run applied"
+                            );
+                        }
+                    }
                     if let (Some((seq, _, _)), Some(reply)) = (info, &m.message.reply) {
                         if seq <= self.rebuilt_through {
                             // Applied, with its output, by the rebuild: only the ack is owed.
@@ -402,6 +415,25 @@ impl JetStreamInput {
     }
 }
 
+/// The consumer's delivery sequence as journeyd sees it: it counts every
+/// delivery, so a number skipped is a message delivered on the way to
+/// journeyd and lost (e.g. with the connection). The applied mark must not
+/// pass such a message, which the server sends again only after its ack wait.
+struct Deliveries {
+    last: u64,
+    lost: bool,
+}
+
+impl Deliveries {
+    /// Notes delivery `seq`; true the first time one is found missing.
+    fn saw(&mut self, seq: u64) -> bool {
+        let skipped = seq > self.last + 1 && !self.lost;
+        self.lost |= skipped;
+        self.last = self.last.max(seq);
+        skipped
+    }
+}
+
 /// How often the applied mark is recorded, at most (and how long that may take).
 const RECORD_APPLIED: Duration = Duration::from_secs(1);
 
@@ -411,4 +443,18 @@ struct Burst {
     acks: Vec<Subject>,
     /// A shard went away before it answered.
     lost: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deliveries;
+
+    #[test]
+    fn a_skipped_delivery_is_found_and_redeliveries_are_not_gaps() {
+        let mut d = Deliveries { last: 10, lost: false };
+        assert!(!d.saw(11) && !d.saw(12));
+        assert!(!d.saw(5), "an older delivery sent again");
+        assert!(d.saw(14), "13 never arrived");
+        assert!(!d.saw(16), "told once");
+    }
 }
