@@ -53,14 +53,15 @@ pub struct JetStreamInput {
     last_committed: Option<Subject>,
     /// Where the run started: the consumer's ack floor (what a rebuild went up to).
     start: u64,
-    /// The last stream sequence the rebuild applied: the server sends again
-    /// what an earlier run was delivered and did not acknowledge, and what
-    /// the rebuild applied of it is only acknowledged, not taken again.
-    rebuilt_through: u64,
     /// Where forgets are recorded, so that a rebuild makes them again, and
     /// the applied mark (see [`super::forgotten`]).
     forgets: Option<ForgetLog>,
-    /// Every message delivered up to this stream sequence is applied, with its output.
+    /// Every message delivered up to this stream sequence is applied, with
+    /// its output (by the rebuild, from the last one it applied, then by this
+    /// run). The server may send such a message again: what an earlier run
+    /// was delivered and did not acknowledge, one whose ack was lost, or
+    /// those a restarted server forgot were acknowledged. It is only
+    /// acknowledged, not taken again.
     applied: u64,
     /// A burst was lost, or a delivery never reached journeyd (see
     /// [`Deliveries`]): the applied mark stays where it was.
@@ -299,7 +300,6 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, r
         in_flight: VecDeque::new(),
         last_committed: None,
         start,
-        rebuilt_through,
         forgets,
         applied: start.max(rebuilt_through),
         gap: false,
@@ -334,10 +334,12 @@ impl JetStreamInput {
                         }
                     }
                     if let (Some((seq, _, _)), Some(reply)) = (info, &m.message.reply) {
-                        if seq <= self.rebuilt_through {
-                            // Applied, with its output, by the rebuild: only the ack is owed.
+                        if seq <= self.applied {
+                            // Applied, with its output, by the rebuild or by this run
+                            // (sent again: its ack was lost, or a restarted server lost
+                            // the consumer's latest state): only the ack is owed.
                             if let Err(e) = self.ack(reply.clone()).await {
-                                tracing::warn!(error = %e, "cannot acknowledge a JetStream message the rebuild applied; it will be sent again and skipped");
+                                tracing::warn!(error = %e, "cannot acknowledge a JetStream message already applied; it will be sent again and skipped");
                             }
                             continue;
                         }
@@ -406,7 +408,8 @@ impl JetStreamInput {
         if self.applied <= mark || !(now || at.elapsed() >= RECORD_APPLIED) {
             return;
         }
-        let Some(log) = &self.forgets else { return };
+        // Not while disconnected: the consuming loop would wait for nothing.
+        let Some(log) = self.forgets.as_ref().filter(|_| super::nats::connected(&self.client)) else { return };
         match tokio::time::timeout(RECORD_APPLIED, log.record_applied(self.applied, self.created)).await {
             Ok(Ok(())) => self.recorded = (self.applied, std::time::Instant::now()),
             Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "a restart may publish again the output of what this run applied"),
