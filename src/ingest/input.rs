@@ -323,8 +323,8 @@ impl JetStreamInput {
         loop {
             match self.messages.next().await? {
                 Ok(m) => {
-                    let info = m.info().ok().map(|i| (i.stream_sequence, stored_ms(&i), i.delivered > 1));
-                    if let Ok(i) = m.info() {
+                    let info = m.info().ok();
+                    if let Some(i) = &info {
                         if self.deliveries.saw(i.consumer_sequence) && !self.gap {
                             self.gap = true;
                             tracing::warn!(
@@ -333,6 +333,7 @@ impl JetStreamInput {
                             );
                         }
                     }
+                    let info = info.map(|i| (i.stream_sequence, stored_ms(&i), i.delivered > 1));
                     if let (Some((seq, _, _)), Some(reply)) = (info, &m.message.reply) {
                         if seq <= self.applied {
                             // Applied, with its output, by the rebuild or by this run
