@@ -98,17 +98,23 @@ pub struct Section {
     pub lines: BTreeSet<usize>,
 }
 
+/// `text` with the lines `keep` refuses emptied (given each line's 1-based
+/// number and text, in order), so that the others keep their numbers.
+pub fn keep_lines(text: &str, mut keep: impl FnMut(usize, &str) -> bool) -> String {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map(|(i, l)| match keep(i + 1, l) {
+            true => l,
+            false => &l[l.trim_end_matches(['\r', '\n']).len()..],
+        })
+        .collect()
+}
+
 impl Section {
-    /// `text` with only this section's lines kept (the others emptied, so
-    /// lines keep their numbers): it reads as a config with this section alone.
+    /// `text` with only this section's lines kept: it reads as a config
+    /// with this section alone.
     pub fn alone(&self, text: &str) -> String {
-        text.split_inclusive('\n')
-            .enumerate()
-            .map(|(i, l)| match self.lines.contains(&(i + 1)) {
-                true => l,
-                false => &l[l.trim_end_matches(['\r', '\n']).len()..],
-            })
-            .collect()
+        keep_lines(text, |n, _| self.lines.contains(&n))
     }
 
     /// A key path found in [`Section::alone`]'s text, as the whole text
@@ -131,24 +137,29 @@ pub fn sections(text: &str) -> Option<Vec<Section>> {
     let mut out = Vec::new();
     for (name, _) in root.iter() {
         let Some((key, item)) = root.get_key_value(name) else { continue };
-        let mut lines = BTreeSet::new();
         match item {
             Item::ArrayOfTables(tables) => {
                 for (i, t) in tables.iter().enumerate() {
-                    let mut lines = BTreeSet::new();
-                    mark_table(text, t, &mut lines);
-                    out.push(Section { key: name.to_owned(), index: Some(i), lines });
+                    out.push(Section { key: name.to_owned(), index: Some(i), lines: lines_of(|l| mark_table(text, t, l)) });
                 }
-                continue;
             }
             _ => {
-                mark(text, key.span(), &mut lines);
-                mark_item(text, item, &mut lines);
+                let lines = lines_of(|l| {
+                    mark(text, key.span(), l);
+                    mark_item(text, item, l);
+                });
+                out.push(Section { key: name.to_owned(), index: None, lines });
             }
         }
-        out.push(Section { key: name.to_owned(), index: None, lines });
     }
     Some(out)
+}
+
+/// The lines `mark_lines` marks.
+fn lines_of(mark_lines: impl FnOnce(&mut BTreeSet<usize>)) -> BTreeSet<usize> {
+    let mut lines = BTreeSet::new();
+    mark_lines(&mut lines);
+    lines
 }
 
 /// Adds the lines `span` is written on.

@@ -81,17 +81,17 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses and validates config text; on failure returns every diagnostic (warnings included).
 pub fn parse(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let (config, mut findings, left_out, text) = read(text);
+    let mut refused: Vec<String> = left_out.iter().map(|k| section(k).to_owned()).collect();
     let Some(config) = config else {
         // The sections the reader refused are left out whole, and the
         // others' checks run on what is left.
-        let refused: Vec<String> = findings.iter().map(|d| section(&d.key).to_owned()).chain(left_out.iter().map(|k| section(k).to_owned())).collect();
+        refused.extend(findings.iter().map(|d| section(&d.key).to_owned()));
         if let Some((config, text)) = without_sections(&text, &refused) {
             findings.extend(checked_apart_from(&config, &text, &refused));
         }
         findings.sort_by_key(|d| d.line.unwrap_or(usize::MAX));
         return Err(findings);
     };
-    let refused: Vec<String> = left_out.iter().map(|k| section(k).to_owned()).collect();
     findings.extend(checked_apart_from(&config, &text, &refused));
     findings.extend(lists_for_tables(&text));
     if findings.iter().any(|d| d.severity == Severity::Error) {
@@ -133,9 +133,8 @@ fn lists_for_tables(text: &str) -> Vec<Diagnostic> {
 /// `text` without the lines of the `refused` top-level sections, and the
 /// config it reads as, if it does.
 fn without_sections(text: &str, refused: &[String]) -> Option<(Config, String)> {
-    let kept: Vec<locate::Section> = locate::sections(text)?.into_iter().filter(|s| !refused.contains(&s.key)).collect();
-    let lines = kept.iter().flat_map(|s| s.lines.iter().copied()).collect();
-    let text = locate::Section { key: String::new(), index: None, lines }.alone(text);
+    let lines: std::collections::BTreeSet<usize> = locate::sections(text)?.into_iter().filter(|s| !refused.contains(&s.key)).flat_map(|s| s.lines).collect();
+    let text = locate::keep_lines(text, |n, _| lines.contains(&n));
     toml::from_str::<Config>(&text).ok().map(|c| (c, text))
 }
 
@@ -216,20 +215,13 @@ fn without_line(text: &str, line: usize) -> Option<String> {
         return None;
     }
     let mut in_table = false;
-    let out: String = text
-        .split_inclusive('\n')
-        .enumerate()
-        .map(|(i, l)| {
-            in_table = match i + 1 == line {
-                true => header,
-                false => in_table && !is_header(l),
-            };
-            match i + 1 == line || in_table {
-                true => &l[l.trim_end_matches(['\r', '\n']).len()..],
-                false => l,
-            }
-        })
-        .collect();
+    let out = locate::keep_lines(text, |n, l| {
+        in_table = match n == line {
+            true => header,
+            false => in_table && !is_header(l),
+        };
+        !(n == line || in_table)
+    });
     out.parse::<toml::Table>().ok().map(|_| out)
 }
 

@@ -113,9 +113,8 @@ pub fn check(c: &Config) -> Vec<Diagnostic> {
     }
     let cat = crate::catalog::Catalog::new(c);
     // A touch history keeps a channel id in 12 bits, `none` and `other` included.
-    let max_channels = crate::model::attribution::MAX_CHANNEL_IDS - 2;
-    if cat.channel_count() > max_channels + 2 {
-        f.error("channels", format!("at most {max_channels} channels"));
+    if cat.channel_count() > crate::model::attribution::MAX_CHANNEL_IDS {
+        f.error("channels", format!("at most {} channels", crate::model::attribution::MAX_CHANNEL_IDS - 2));
     }
     if cat.kind_count() > MAX_NAMED {
         f.error("kinds", format!("at most {MAX_NAMED} distinct event kinds named in the config"));
