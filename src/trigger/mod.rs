@@ -8,7 +8,8 @@
 //! - `on` without `within`: due at the matching event.
 //! - `on` with `within` (and usually `unless`): due at the matching event's
 //!   time + `within`; an `unless` event of the same customer with time in
-//!   `(on, due)` cancels it; a later `on` event restarts the wait.
+//!   `(on, due)` cancels it (one at the `on` event's own time too, when it
+//!   arrives after it); a later `on` event restarts the wait.
 //! - `after_inactivity = D`: due at the customer's latest event time + D,
 //!   once per quiet period.
 //! - Timed triggers fire when the watermark reaches their due time, like
@@ -195,22 +196,16 @@ impl Trigger {
     }
 
     /// Whether an `unless` event at `at` cancels a wait from `from` until
-    /// `due`: it falls in `(from, due)` (at `due` the message is due already).
-    fn cancels(at: i64, from: i64, due: i64) -> bool {
-        at > from && at < due
+    /// `due`: it falls in `(from, due)` (at `due` the message is due
+    /// already), or at `from` itself when it `arrived_after` the `on` event
+    /// (events apply in arrival order).
+    fn cancels(at: i64, from: i64, due: i64, arrived_after: bool) -> bool {
+        (at > from || (arrived_after && at == from)) && at < due
     }
 
     /// Whether an `unless` event at `at` cancels the waiting trigger.
-    fn cancels_pending(&self, s: &TriggerState, at: i64) -> bool {
-        s.is_pending() && Self::cancels(at, self.pending_from(s), s.pending_due())
-    }
-
-    /// Whether an `unless` event at `at`, arriving after the `on` event that
-    /// started the wait, cancels it: one at the `on` event's own time came
-    /// after it too (events apply in arrival order), so the window is
-    /// `[from, due)`.
-    fn cancels_pending_after(&self, s: &TriggerState, at: i64) -> bool {
-        s.is_pending() && (self.pending_from(s)..s.pending_due()).contains(&at)
+    fn cancels_pending(&self, s: &TriggerState, at: i64, arrived_after: bool) -> bool {
+        s.is_pending() && Self::cancels(at, self.pending_from(s), s.pending_due(), arrived_after)
     }
 
     pub fn inactivity(&self) -> Option<i64> {
@@ -243,7 +238,7 @@ impl Trigger {
         if let Some(unless) = &self.unless {
             if unless.matches(t) {
                 s.last_unless = OptTime48::new(s.last_unless.get().max(t.ts));
-                if self.cancels_pending_after(s, t.ts) {
+                if self.cancels_pending(s, t.ts, true) {
                     s.clear_pending();
                     cancelled = true;
                 }
@@ -255,7 +250,7 @@ impl Trigger {
                     Some(w) => {
                         let due = t.ts.saturating_add(w);
                         let last_unless = s.last_unless.get();
-                        if self.unless.is_some() && Self::cancels(last_unless, t.ts, due) {
+                        if self.unless.is_some() && Self::cancels(last_unless, t.ts, due, false) {
                             // Its `unless` came already: this wait is over
                             // before it began. In time order this event also
                             // restarted a wait that started before it (the
@@ -330,7 +325,8 @@ impl Trigger {
             s.keep_sent(earlier, other.sent(other_earlier), max as usize);
         }
         let last_unless = s.last_unless.get();
-        if self.unless.is_some() && self.cancels_pending(s, last_unless) {
+        // Which of the two arrived first is not known across the sides.
+        if self.unless.is_some() && self.cancels_pending(s, last_unless, false) {
             s.clear_pending();
             return OnEvent::Cancelled;
         }
