@@ -288,9 +288,8 @@ pub async fn consume(client: &Client, nats: &NatsConfig, js: &JetStreamConfig, r
         }
     };
     tracing::info!(stream = %js.stream, consumer = %js.consumer, "consuming from JetStream");
-    let start = consumer.cached_info().ack_floor.stream_sequence;
-    let created = consumer.cached_info().created.unix_timestamp_nanos();
-    let delivered = consumer.cached_info().delivered.consumer_sequence;
+    let info = consumer.cached_info();
+    let (start, created, delivered) = (info.ack_floor.stream_sequence, info.created.unix_timestamp_nanos(), info.delivered.consumer_sequence);
     let mut input = Box::new(JetStreamInput {
         client: client.clone(),
         context,
@@ -325,7 +324,7 @@ impl JetStreamInput {
                 Ok(m) => {
                     let info = m.info().ok();
                     if let Some(i) = &info {
-                        if self.deliveries.saw(i.consumer_sequence) && !self.gap {
+                        if self.deliveries.saw(i.consumer_sequence) {
                             self.gap = true;
                             tracing::warn!(
                                 "a JetStream delivery did not reach journeyd (lost in a reconnection?): the server sends it again after its ack wait; \
@@ -400,9 +399,7 @@ impl JetStreamInput {
             }
         }
     }
-}
 
-impl JetStreamInput {
     /// Records the applied mark if it moved, at most once a second unless `now`.
     async fn record_applied(&mut self, now: bool) {
         let (mark, at) = self.recorded;
