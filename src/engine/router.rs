@@ -312,15 +312,21 @@ mod tests {
     use crate::engine::{worker::Sink, Engine};
     use crate::metrics::latency::LatencyHub;
 
+    /// An engine on `config` that publishes nothing, its router and metrics.
+    fn engine(config: &str) -> (Engine, Router, Arc<Metrics>) {
+        let plan = Arc::new(Plan::new(crate::config::parse(config).expect("config").config));
+        let metrics = Arc::new(Metrics::new(&plan));
+        let (engine, router) = Engine::start(plan, metrics.clone(), Arc::new(LatencyHub::default()), Sink::Discard);
+        (engine, router, metrics)
+    }
+
     fn event(id: &str, ts: i64) -> String {
         format!(r#"{{"id":"{id}","ts":{ts},"ids":{{"user_id":"u"}},"channel":"app","kind":"view"}}"#)
     }
 
     #[tokio::test]
     async fn the_idle_clock_waits_for_the_first_event() {
-        let plan = Arc::new(Plan::new(crate::config::parse("[time]\nidle_timeout = \"10s\"\nallowed_lateness = \"5s\"\n").expect("config").config));
-        let metrics = Arc::new(Metrics::new(&plan));
-        let (engine, mut router) = Engine::start(plan, metrics, Arc::new(LatencyHub::default()), Sink::Discard);
+        let (engine, mut router, _) = engine("[time]\nidle_timeout = \"10s\"\nallowed_lateness = \"5s\"\n");
         let (wall, hour) = (1_800_000_000_000_i64, std::time::Duration::from_secs(3600));
         // An hour without traffic since the start: no watermark yet, so history is on time.
         router.on_idle(Instant::now() + hour, wall).await;
@@ -336,9 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_delivered_again_is_not_counted_as_a_duplicate_again() {
-        let plan = Arc::new(Plan::new(crate::config::parse("").expect("config").config));
-        let metrics = Arc::new(Metrics::new(&plan));
-        let (engine, mut router) = Engine::start(plan, metrics.clone(), Arc::new(LatencyHub::default()), Sink::Discard);
+        let (engine, mut router, metrics) = engine("");
         let wall = 1_800_000_000_000_i64;
         let e = event("e1", wall - 1000);
         assert!(matches!(router.ingest(e.as_bytes(), None, Instant::now(), wall).await, Outcome::Accepted));
